@@ -1,0 +1,103 @@
+"""The torch port equals the shipped ONNX graphs with their activation quantizers removed."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from urst_cli.models import PerInstance, load_module, pad_to_valid
+from urst_cli.reader import read_style_square, read_whole
+
+from conftest import ROOT, resized
+
+ort = pytest.importorskip("onnxruntime")
+sys.path.insert(0, str(ROOT / "weights"))
+import convert  # noqa: E402
+
+
+def _any_size(model):
+    """Declare the image input's height and width symbolic: the graph itself is fully convolutional."""
+    for dim, name in zip(model.graph.input[0].type.tensor_type.shape.dim[1:3], ("height", "width")):
+        dim.dim_param = name
+    return model
+
+
+@pytest.fixture(scope="module")
+def graphs(styletransfer_wheel):
+    onnx_bytes = convert.read_onnx(styletransfer_wheel)
+    sessions = {name: ort.InferenceSession(_any_size(convert.float_graph(data)).SerializeToString())
+                for name, data in onnx_bytes.items() if name != "multistyle26"}
+    sessions["multistyle26"] = ort.InferenceSession(onnx_bytes["multistyle26"])  # already float
+    return sessions
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return {name: load_module(name, torch.device("cpu"))
+            for name in ("magenta_predictor", "magenta_transformer", "multistyle26")}
+
+
+def _nchw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).permute(0, 3, 1, 2)
+
+
+def _style_vector(graphs, nets, image: np.ndarray):
+    sess = graphs["arbitrary_predict"]
+    ref = sess.run(None, {sess.get_inputs()[0].name: image})[0].reshape(1, -1)
+    with torch.no_grad():
+        ours = nets["magenta_predictor"](_nchw(image)).numpy()
+    return ref, ours
+
+
+def test_predictor_matches_graph_random_and_real(graphs, nets, painting):
+    rng = np.random.default_rng(1)
+    real = read_style_square(painting, 256)[None].astype(np.float32) / 255
+    for image in (rng.random((1, 256, 256, 3), dtype=np.float32), real):
+        ref, ours = _style_vector(graphs, nets, image)
+        assert np.abs(ref - ours).max() <= 1e-4
+
+
+@pytest.mark.parametrize("size", [(384, 384), (100, 260), (97, 131)])
+def test_transformer_matches_graph_at_any_size(graphs, nets, painting, small_photo, size):
+    h, w = size
+    style = read_style_square(painting, 256)[None].astype(np.float32) / 255
+    _, vector = _style_vector(graphs, nets, style)
+    rng = np.random.default_rng(2)
+    photo = read_whole(resized(small_photo, small_photo.with_name(f"t{h}x{w}.png"), w, h))
+    for content in (rng.random((1, h, w, 3), dtype=np.float32), photo[None].astype(np.float32) / 255):
+        x = pad_to_valid(_nchw(content), nets["magenta_transformer"])  # the graph runs on the padded image too
+        sess = graphs["arbitrary_transform"]
+        names = [i.name for i in sess.get_inputs()]
+        ref = sess.run(None, {names[0]: x.permute(0, 2, 3, 1).numpy(), names[1]: vector.reshape(1, 1, 1, -1)})[0]
+        net = nets["magenta_transformer"]
+        with torch.no_grad():
+            ours = net(x, net.condition(torch.from_numpy(vector)), PerInstance()).permute(0, 2, 3, 1).numpy()
+        assert ours.shape == ref.shape
+        assert np.abs(ref - ours).max() <= 1e-4
+
+
+@pytest.mark.parametrize("preset", [0, 19])
+def test_multistyle_matches_graph(graphs, nets, preset):
+    rng = np.random.default_rng(3)
+    x = rng.random((1, 3, 132, 200), dtype=np.float32)
+    weights = np.zeros(26, np.float32)
+    weights[preset] = 1
+    ref = graphs["multistyle26"].run(None, {"image": x, "style_weights": weights})[0]
+    net = nets["multistyle26"]
+    with torch.no_grad():
+        ours = net(torch.from_numpy(x), net.condition(torch.from_numpy(weights)), PerInstance()).numpy()
+    assert np.abs(ref - ours).max() <= 1e-4
+
+
+def test_committed_weights_are_the_conversion_of_the_wheel(styletransfer_wheel):
+    from safetensors.numpy import load_file
+
+    states = convert.build_states(convert.read_onnx(styletransfer_wheel))
+    for name, state in states.items():
+        committed = load_file(str(ROOT / "weights" / f"{name}.safetensors"))
+        assert committed.keys() == state.keys()
+        for key, value in state.items():
+            np.testing.assert_array_equal(committed[key], value.astype(np.float32))

@@ -1,0 +1,199 @@
+"""The ``urst`` command line: a thin Typer layer over ``urst_cli.job``.
+
+Human messages and progress go to stderr; errors a user can cause end in one
+"Error: ..." line and a documented exit code (see errors.py), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import __version__
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, UrstError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Paint photographs of any size in the style of a painting (URST, streamed through pyvips).")
+err = Console(stderr=True, highlight=False)
+
+
+class StatsChoice(str, Enum):
+    auto = "auto"
+    sampled = "sampled"
+    thumbnail = "thumbnail"
+    exact = "exact"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class CompressionChoice(str, Enum):
+    deflate = "deflate"
+    jpeg = "jpeg"
+    zstd = "zstd"
+    lzw = "lzw"
+    none = "none"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"urst {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """urst: ultra-resolution style transfer for images of any size."""
+
+
+def default_output(input_path: Path, style: Optional[Path], preset: Optional[int]) -> Path:
+    """<input stem>_<style stem>.tif beside the input; -2, -3, ... appended rather than overwrite anything."""
+    tag = style.stem if style is not None else f"preset{preset}"
+    candidate = input_path.with_name(f"{input_path.stem}_{tag}.tif")
+    n = 2
+    while candidate.exists():
+        candidate = input_path.with_name(f"{input_path.stem}_{tag}-{n}.tif")
+        n += 1
+    return candidate
+
+
+class _RichProgress:
+    """Shows a progress bar on a terminal; stays silent otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=err, transient=True, disable=not enabled)
+        self.task = None
+        self.pixels_per_patch = 0.0
+
+    def stage(self, text: str) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(text, total=None, rate="")
+        self.bar.update(self.task, description=text)
+
+    def start_patches(self, total: int) -> None:
+        self.bar.reset(self.task, total=total, rate="")
+
+    def advance(self, patches: int) -> None:
+        self.bar.advance(self.task, patches)
+        task = self.bar.tasks[0]
+        if task.elapsed and self.pixels_per_patch:
+            self.bar.update(self.task, rate=f"{task.completed * self.pixels_per_patch / task.elapsed / 1e6:.2f} MP/s")
+
+
+def _peak_memory_text() -> str:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    text = f"peak RSS {peak:.0f} MiB"
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        text += f", peak GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+    return text
+
+
+@app.command()
+def stylize(
+    input: Path = typer.Argument(..., help="Photograph to stylize (JPEG, PNG, TIFF/BigTIFF, WebP, HEIF, ...)."),
+    style: Optional[Path] = typer.Option(None, "--style", "-s", help="Painting whose style to apply (model magenta)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Output file; the extension picks the format (.tif .png .jpg .webp). "
+                                               "Default: <input>_<style>.tif beside the input."),
+    model: str = typer.Option("magenta", "--model", "-m", help="Network to use (see `urst models`)."),
+    preset: Optional[int] = typer.Option(None, "--preset", help="Built-in style 0-25 (model multistyle26)."),
+    stats: StatsChoice = typer.Option(StatsChoice.auto, "--stats",
+                                      help="Normalization statistics: exact (streaming passes, equals whole-image "
+                                           "output), sampled (full-resolution crops), thumbnail (URST's TIN), or "
+                                           "auto (exact from one pass when the image fits, else sampled)."),
+    thumb_size: int = typer.Option(1024, "--thumb-size", min=64, help="Long side of the thumbnail for --stats thumbnail."),
+    patch_size: Optional[int] = typer.Option(None, "--patch-size", min=64, help="Patch side in pixels, context "
+                                             "included (default 1024)."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Context pixels each patch sees beyond what "
+                                          "it keeps, per side (default: receptive field + 8, e.g. 64)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Patches per forward pass "
+                                             "(default 1 on CPU, 8 on CUDA)."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="Where the network runs."),
+    compression: CompressionChoice = typer.Option(CompressionChoice.deflate, "--compression",
+                                                  help="TIFF compression."),
+    quality: int = typer.Option(90, "--quality", min=1, max=100, help="JPEG/WebP quality (and JPEG-in-TIFF)."),
+    tile_size: int = typer.Option(512, "--tile-size", min=16, help="TIFF tile side (a multiple of 16)."),
+    pyramid: bool = typer.Option(False, "--pyramid", help="TIFF: add reduced-resolution levels (QuPath, OpenSlide)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists."),
+    max_pixels: int = typer.Option(4 * 1024**3, "--max-pixels", min=1, help="Refuse inputs with more pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the crop positions for --stats sampled."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Stylize INPUT with a painting's style, streaming patches so any size fits in memory.
+
+    Examples:
+
+      urst stylize photo.jpg --style monet.jpg
+
+      urst stylize scan.tif -s starry_night.jpg -o scan_starry.tif --pyramid
+
+      urst stylize photo.jpg --model multistyle26 --preset 19 -o out.png
+    """
+    from .job import Job, run
+    from .stats import SampleSpec
+    from .writer import OutputSpec
+
+    if tile_size % 16:
+        _fail(UrstError(f"--tile-size {tile_size}: must be a multiple of 16", EXIT_USAGE))
+    out_path = output or default_output(input, style, preset)
+    job = Job(input=input, output=OutputSpec(out_path, compression.value, quality, tile_size, pyramid),
+              model=model, style=style, preset=preset, stats=stats.value, thumb_size=thumb_size,
+              sample=SampleSpec(seed=seed), patch_size=patch_size, overlap=overlap, batch_size=batch_size,
+              device=device.value, max_pixels=max_pixels, overwrite=overwrite)
+    progress = _RichProgress(enabled=not quiet and err.is_terminal)
+    try:
+        with progress.bar:
+            result = run(job, progress)
+    except UrstError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("Interrupted; nothing was written.")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if not quiet:
+        err.print(f"wrote {result.path}  {result.width}x{result.height}  in {result.seconds:.1f} s "
+                  f"({result.megapixels_per_second:.2f} MP/s; stats {result.stats_mode} "
+                  f"{result.stats_seconds:.1f} s; {result.patches} patches; {_peak_memory_text()})")
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the models, what style each takes, and whether its weights are installed."""
+    from .models import REGISTRY, weights_dir
+
+    for spec in REGISTRY.values():
+        present = (weights_dir() / f"{spec.weights}.safetensors").is_file()
+        typer.echo(f"{spec.name:<14} {'installed' if present else 'MISSING  '}  {spec.summary}")
+
+
+def _fail(exc: UrstError) -> None:
+    err.print(f"Error: {exc}", markup=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def entry() -> None:
+    """Console-script entry point: unexpected failures become one line (URST_DEBUG=1 shows the traceback)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug, not a user error: still no wall of text unless asked
+        if os.environ.get("URST_DEBUG"):
+            raise
+        err.print(f"Error: unexpected {type(exc).__name__}: {exc} (set URST_DEBUG=1 for details)", markup=False)
+        sys.exit(EXIT_FAILURE)

@@ -1,0 +1,217 @@
+"""Reading images through pyvips without decoding them whole.
+
+Everything the rest of urst sees is 8-bit sRGB (plus an optional 8-bit alpha band) in
+numpy arrays of shape [rows, columns, bands]. Large inputs are only ever read in
+top-to-bottom bands (libvips' sequential access), so JPEG, PNG and strip TIFFs stream too.
+
+Coordinates are in the *padded* frame: the image extended at the bottom and right to sides
+the network accepts, by reflection (edge replication for tiny images), exactly as the
+whole-image reference pads it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyvips
+
+from .errors import EXIT_INPUT, UrstError
+
+__all__ = ["ImageInfo", "probe", "open_rgb", "BandReader", "padded_index", "reflects", "read_thumbnail", "read_crops", "read_whole",
+           "read_style_square"]
+
+DEFAULT_MAX_PIXELS = 4 * 1024**3  # 4 gigapixels; declared sizes above this are refused before decoding
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    path: Path
+    width: int
+    height: int
+    has_alpha: bool
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def _load(path: Path, access: str) -> pyvips.Image:
+    if not path.exists():
+        raise UrstError(f"{path}: no such file", EXIT_INPUT)
+    if path.is_dir():
+        raise UrstError(f"{path}: is a directory, not an image", EXIT_INPUT)
+    if path.stat().st_size == 0:
+        raise UrstError(f"{path}: empty file", EXIT_INPUT)
+    try:
+        return pyvips.Image.new_from_file(str(path), access=access, fail=True)
+    except pyvips.Error as exc:
+        raise UrstError(f"{path}: not an image urst can read ({_first_line(exc)})", EXIT_INPUT) from None
+
+
+def _first_line(exc: pyvips.Error) -> str:
+    detail = (getattr(exc, "detail", "") or str(exc)).strip().splitlines()
+    return detail[0] if detail else str(exc)
+
+
+def probe(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Read the header only: size and alpha. Refuses images larger than ``max_pixels``."""
+    path = Path(path)
+    img = _load(path, "sequential")
+    if img.width * img.height > max_pixels:
+        raise UrstError(f"{path}: {img.width}x{img.height} is more than --max-pixels {max_pixels:,}", EXIT_INPUT)
+    return ImageInfo(path, img.width, img.height, img.hasalpha())
+
+
+def _to_uchar(img: pyvips.Image) -> pyvips.Image:
+    """8-bit samples: 16-bit scaled by >>8, float taken as 0..1 and clipped, anything else cast."""
+    if img.format == "uchar":
+        return img
+    if img.format == "ushort":
+        return img.cast("uchar", shift=True)
+    if img.format in ("float", "double"):
+        return (img * 255).cast("uchar")
+    return img.cast("uchar")
+
+
+def open_rgb(path: str | os.PathLike, access: str = "sequential") -> tuple[pyvips.Image, pyvips.Image | None]:
+    """The image as 8-bit sRGB and its alpha band (8-bit) if it has one.
+
+    An embedded ICC profile is honoured; grey becomes RGB; CMYK and other spaces go through
+    libvips' colour management to sRGB.
+    """
+    path = Path(path)
+    img = _load(path, access)
+    alpha = None
+    if img.hasalpha():
+        alpha = _to_uchar(img[img.bands - 1])
+        img = img.extract_band(0, n=img.bands - 1)
+    try:
+        if img.get_typeof("icc-profile-data"):
+            img = img.icc_transform("srgb", embedded=True, intent="relative")
+        elif img.interpretation not in ("srgb", "b-w") or img.format != "uchar":
+            img = img.colourspace("srgb")
+    except pyvips.Error:
+        pass  # unknown or broken colour metadata: take the numbers as they are
+    img = _to_uchar(img)
+    if img.bands == 1:
+        img = img.bandjoin([img, img])
+    elif img.bands == 2:
+        img = img.bandjoin(img[0])
+    elif img.bands > 3:
+        img = img.extract_band(0, n=3)
+    return img, alpha
+
+
+def _fetch(img: pyvips.Image, region: pyvips.Region, left: int, top: int, width: int, height: int) -> np.ndarray:
+    data = region.fetch(left, top, width, height)
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, img.bands)
+
+
+def padded_index(size: int, padded: int, reflect: bool) -> np.ndarray:
+    """Source index of each position of an axis extended from ``size`` to ``padded``."""
+    idx = np.arange(padded)
+    beyond = idx >= size
+    idx[beyond] = 2 * (size - 1) - idx[beyond] if reflect else size - 1
+    return idx
+
+
+def reflects(width: int, height: int, padded_width: int, padded_height: int) -> bool:
+    """Reflection needs the pad to be smaller than the side; tiny images replicate their edge instead."""
+    return padded_width - width < width and padded_height - height < height
+
+
+class BandReader:
+    """Streams horizontal bands of the padded frame, top to bottom, with RGB and alpha in one array.
+
+    ``read(top, bottom)`` must be called with non-decreasing ``top``; rows shared with the
+    previous band are kept, so the file is decoded exactly once.
+    """
+
+    def __init__(self, path: str | os.PathLike, padded_width: int, padded_height: int):
+        rgb, alpha = open_rgb(path, "sequential")
+        self.image = rgb.bandjoin(alpha) if alpha is not None else rgb
+        self.width, self.height, self.bands = self.image.width, self.image.height, self.image.bands
+        self.padded_width, self.padded_height = padded_width, padded_height
+        reflect = reflects(self.width, self.height, padded_width, padded_height)
+        self._cols = padded_index(self.width, padded_width, reflect)
+        self._rows_of = padded_index(self.height, padded_height, reflect)
+        # rows below the image mirror the last rows: never drop those while they may be needed
+        self._keep_limit = int(self._rows_of[self.height:].min()) if padded_height > self.height else self.height
+        self._region = pyvips.Region.new(self.image)
+        self._buf = np.zeros((0, self.width, self.bands), np.uint8)  # real rows [_top, _top + len(_buf))
+        self._top = 0
+
+    def read(self, top: int, bottom: int) -> np.ndarray:
+        """Rows [top, bottom) of the padded frame: uint8 [bottom - top, padded_width, bands]."""
+        if top < self._top:
+            raise ValueError("BandReader reads top to bottom only")
+        keep_from = min(top, self._keep_limit)
+        have = self._top + len(self._buf)
+        need = min(bottom, self.height)
+        parts = [self._buf[keep_from - self._top:]]
+        if need > have:
+            try:
+                parts.append(_fetch(self.image, self._region, 0, have, self.width, need - have))
+            except pyvips.Error as exc:
+                raise UrstError(f"cannot read rows {have}-{need}: {_first_line(exc)}", EXIT_INPUT) from None
+        self._buf = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self._top = keep_from
+        rows = self._rows_of[top:bottom] - self._top
+        return self._buf[rows][:, self._cols]
+
+
+def read_whole(path: str | os.PathLike) -> np.ndarray:
+    """The whole image as uint8 [H, W, 3] (only for images known to be small)."""
+    rgb, _ = open_rgb(path, "sequential")
+    return rgb.numpy()
+
+
+def read_thumbnail(path: str | os.PathLike, long_side: int) -> np.ndarray:
+    """A downsampled RGB view with the given long side, using libvips shrink-on-load where the format allows."""
+    try:
+        thumb = pyvips.Image.thumbnail(str(path), long_side, height=long_side, size="down", fail_on="error")
+    except pyvips.Error as exc:
+        raise UrstError(f"{path}: cannot make a thumbnail ({_first_line(exc)})", EXIT_INPUT) from None
+    return _rgb_array(thumb)
+
+
+def read_style_square(path: str | os.PathLike, side: int) -> np.ndarray:
+    """The centre square of a style image resized to side x side, uint8 RGB."""
+    path = Path(path)
+    _load(path, "sequential")  # clear errors for missing, empty and unreadable files
+    try:
+        thumb = pyvips.Image.thumbnail(str(path), side, height=side, crop="centre", size="force", fail_on="error")
+    except pyvips.Error as exc:
+        raise UrstError(f"{path}: style image unreadable ({_first_line(exc)})", EXIT_INPUT) from None
+    return _rgb_array(thumb)
+
+
+def _rgb_array(img: pyvips.Image) -> np.ndarray:
+    if img.hasalpha():
+        img = img.extract_band(0, n=img.bands - 1)
+    if img.interpretation not in ("srgb", "b-w") or img.format != "uchar":
+        try:
+            img = img.colourspace("srgb")
+        except pyvips.Error:
+            pass
+    img = _to_uchar(img)
+    if img.bands == 1:
+        img = img.bandjoin([img, img])
+    try:
+        return img.extract_band(0, n=3).numpy()
+    except pyvips.Error as exc:
+        raise UrstError(f"image data unreadable ({_first_line(exc)})", EXIT_INPUT) from None
+
+
+def read_crops(reader: BandReader, boxes: Sequence[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    """Crops (top, left, bottom, right) of the padded frame, RGB only, in one top-to-bottom pass."""
+    order = sorted(range(len(boxes)), key=lambda i: boxes[i][0])
+    crops: list[np.ndarray] = [np.empty(0)] * len(boxes)
+    for i in order:
+        top, left, bottom, right = boxes[i]
+        crops[i] = reader.read(top, bottom)[:, left:right, :3].copy()
+    return crops

@@ -1,0 +1,123 @@
+"""Estimating the instance-norm statistics of a whole (possibly gigapixel) image.
+
+Each estimator returns a ``NormStats`` that the engine replays on every patch:
+
+  exact      the true full-resolution statistics: one streaming pass over the image per norm
+             layer, each pass replaying the layers already known and summing the next one
+             over the cores of all patches (each pixel counted once). Tiled output then equals
+             whole-image output. Cost: about (number of norm layers / 2) forward passes.
+  whole      the same numbers from one forward pass over the whole image held in memory
+             (small images).
+  sampled    full-resolution statistics pooled over a stratified sample of crops: the image
+             is split into equal cells, one crop per cell at a seeded random position, each
+             crop run with context around it and pooled only over its interior, all crops in
+             one batch so every layer pools over all of them together.
+  thumbnail  URST's Thumbnail Instance Normalization: statistics of a downsampled view.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .engine import Runner, TilePlan, iter_batches
+from .models import Collect, NormStats, Probe, ProbeDone, pad_to_valid
+from .reader import BandReader, read_crops
+
+__all__ = ["whole_stats", "exact_stats", "sampled_stats", "SampleSpec", "sample_boxes"]
+
+
+def whole_stats(runner: Runner, image: np.ndarray) -> NormStats:
+    """Statistics of one image held in memory (uint8 [H,W,3]), padded as the network pads it."""
+    x = pad_to_valid(runner.to_tensor(image[None]), runner.model)
+    collect = Collect()
+    runner(x, collect)
+    return collect.result()
+
+
+def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: TilePlan,
+                on_pass: Callable[[int, int], None] = lambda k, n: None) -> NormStats:
+    """True full-resolution statistics by streaming passes, one per norm layer."""
+    means, variances = [], []
+    for layer, channels in enumerate(runner.model.norm_channels):
+        known = NormStats(tuple(means), tuple(variances)).to(runner.device)
+        probe = Probe(known, layer, channels, runner.device)
+        reader = open_reader()
+        cols, rows = plan.axes(reader.padded_width, reader.padded_height)
+        for r, band, js in iter_batches(reader, cols, rows, plan.batch):
+            boxes = []
+            for j in js:
+                (t, b), (l, rr) = rows.core(r), cols.core(j)
+                top, left = rows.starts[r], cols.starts[j]
+                boxes.append((t - top, l - left, b - top, rr - left))
+            x = runner.to_tensor(np.stack([band[:, cols.starts[j]: cols.starts[j] + cols.window] for j in js]))
+            try:
+                runner(x, probe.at(boxes, rows.window))
+            except ProbeDone:
+                pass
+        mean, var = probe.result()
+        means.append(mean)
+        variances.append(var)
+        on_pass(layer + 1, len(runner.model.norm_channels))
+    return NormStats(tuple(means), tuple(variances))
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """A stratified sample: ``crops`` cells, each with one ``size``-pixel crop plus ``context`` around it."""
+
+    crops: int = 16
+    size: int = 384
+    context: int = 64
+    seed: int = 0
+
+
+def sample_boxes(width: int, height: int, spec: SampleSpec, multiple: int = 4):
+    """(input box, interior box within the input) per crop, all on the padded frame's 4-pixel grid.
+
+    Cells split the frame into a near-square grid of equal areas; a crop's interior lies inside
+    its cell, so crops never overlap and every region of the image is equally represented.
+    Every input box has the same size (interior plus context, shifted inwards at the image
+    edges, where the network's own padding is what the whole image gets), so all crops run
+    as one batch.
+    """
+    rng = np.random.default_rng(spec.seed)
+    grid_rows = max(1, round(math.sqrt(spec.crops * height / width)))
+    grid_cols = max(1, round(spec.crops / grid_rows))
+    out = []
+    for gr in range(grid_rows):
+        for gc in range(grid_cols):
+            it, ib = _place(rng, gr * height // grid_rows, (gr + 1) * height // grid_rows, spec.size, multiple)
+            il, ir = _place(rng, gc * width // grid_cols, (gc + 1) * width // grid_cols, spec.size, multiple)
+            ot, ob = _surround(it, ib, spec.size + 2 * spec.context, height)
+            ol, orr = _surround(il, ir, spec.size + 2 * spec.context, width)
+            out.append(((ot, ol, ob, orr), (it - ot, il - ol, ib - ot, ir - ol)))
+    return out
+
+
+def _surround(start: int, end: int, size: int, length: int) -> tuple[int, int]:
+    """A span of ``size`` (at most ``length``) centred on [start, end), shifted to stay inside [0, length)."""
+    size = min(size, length)
+    lo = min(max((start - (size - (end - start)) // 2) // 4 * 4, 0), length - size)
+    return lo, lo + size
+
+
+def _place(rng: np.random.Generator, lo: int, hi: int, size: int, multiple: int) -> tuple[int, int]:
+    """A [start, end) of ``size`` (or the whole cell, if smaller) at a random grid position in [lo, hi)."""
+    lo_m, hi_m = -(-lo // multiple) * multiple, hi // multiple * multiple
+    size = min(size, hi_m - lo_m)
+    start = lo_m + int(rng.integers(0, (hi_m - lo_m - size) // multiple + 1)) * multiple
+    return start, start + size
+
+
+def sampled_stats(runner: Runner, reader: BandReader, spec: SampleSpec) -> NormStats:
+    """Statistics pooled over a stratified sample of full-resolution crops, all in one batch."""
+    boxes = sample_boxes(reader.padded_width, reader.padded_height, spec)
+    crops = read_crops(reader, [outer for outer, _ in boxes])
+    collect = Collect([inner for _, inner in boxes], crops[0].shape[0])
+    runner(runner.to_tensor(np.stack(crops)), collect)
+    return collect.result()

@@ -1,0 +1,218 @@
+"""Writing the stylized rows: streamed into libvips, saved to a temporary file, renamed when complete.
+
+The engine's row blocks are encoded on the fly as an uncompressed PNG stream that libvips
+reads through a custom source, so any libvips saver (tiled BigTIFF with pyramids, PNG,
+JPEG, WebP) consumes the image top to bottom while it is being computed, in its own
+threads, without the image ever existing whole in memory or on disk.
+
+Nothing appears at the output path until the file is complete and its header re-read; a
+failed or interrupted run leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyvips
+
+from .errors import EXIT_OUTPUT, UrstError
+
+__all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows"]
+
+FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+COMPRESSIONS = ("deflate", "jpeg", "zstd", "lzw", "none")
+FORMAT_LIMITS = {"jpeg": 65535, "webp": 16383, "png": 2**31 - 1, "tiff": 2**32 - 1}
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    path: Path
+    compression: str = "deflate"   # TIFF only
+    quality: int = 90              # JPEG/WebP, and JPEG-compressed TIFF
+    tile_size: int = 512           # TIFF tile side
+    pyramid: bool = False          # TIFF: add reduced-resolution levels
+
+    @property
+    def format(self) -> str:
+        return FORMATS[self.path.suffix.lower()]
+
+
+def check_output(spec: OutputSpec, input_path: Path, width: int, height: int, overwrite: bool) -> None:
+    """Refuse, before any work, outputs that cannot or must not be written."""
+    out = spec.path
+    if out.suffix.lower() not in FORMATS:
+        raise UrstError(f"{out}: unsupported output format '{out.suffix}'; use one of {', '.join(FORMATS)}",
+                        EXIT_OUTPUT)
+    if out.exists() and out.resolve() == input_path.resolve() or out.exists() and os.path.samefile(out, input_path):
+        raise UrstError(f"{out}: output is the input file; choose another -o", EXIT_OUTPUT)
+    if out.exists() and not overwrite:
+        raise UrstError(f"{out}: already exists (use --overwrite to replace it)", EXIT_OUTPUT)
+    if out.is_dir():
+        raise UrstError(f"{out}: is a directory", EXIT_OUTPUT)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UrstError(f"{parent}: output directory does not exist", EXIT_OUTPUT)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UrstError(f"{parent}: output directory is not writable", EXIT_OUTPUT)
+    limit = FORMAT_LIMITS[spec.format]
+    if max(width, height) > limit:
+        raise UrstError(f"{out}: {spec.format.upper()} cannot hold {width}x{height} (max side {limit}); "
+                        "write .tif instead", EXIT_OUTPUT)
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
+
+
+def png_stream(blocks: Iterable[np.ndarray], width: int, height: int, bands: int) -> Iterator[bytes]:
+    """An 8-bit PNG of the given row blocks, deflate level 0 (stored): framing only, no compression work."""
+    colour_type = {3: 2, 4: 6}[bands]
+    yield b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))
+    deflate = zlib.compressobj(0)
+    for block in blocks:
+        raw = np.empty((block.shape[0], width * bands + 1), np.uint8)
+        raw[:, 0] = 0  # filter type "none" for every row
+        raw[:, 1:] = block.reshape(block.shape[0], -1)
+        data = deflate.compress(raw.data)
+        if data:
+            yield _chunk(b"IDAT", data)
+    yield _chunk(b"IDAT", deflate.flush()) + _chunk(b"IEND", b"")
+
+
+class _Abort:
+    """Queue marker: the producer failed; end the stream early so the saver fails too."""
+
+
+class _QueueReader:
+    """Serves libvips' reads from a bounded queue of row blocks, as PNG bytes."""
+
+    def __init__(self, blocks: "queue.Queue", width: int, height: int, bands: int):
+        self._blocks = blocks
+        self._stream = png_stream(self._pull(), width, height, bands)
+        self._pending = memoryview(b"")
+
+    def _pull(self) -> Iterator[np.ndarray]:
+        while True:
+            item = self._blocks.get()
+            if item is None or isinstance(item, _Abort):
+                if isinstance(item, _Abort):
+                    raise _AbortedStream
+                return
+            yield item
+
+    def read(self, size: int) -> bytes:
+        while not self._pending:
+            try:
+                self._pending = memoryview(next(self._stream))
+            except (StopIteration, _AbortedStream):
+                return b""
+        out, self._pending = self._pending[:size], self._pending[size:]
+        return bytes(out)
+
+
+class _AbortedStream(Exception):
+    pass
+
+
+def _save(image: pyvips.Image, path: str, spec: OutputSpec) -> None:
+    fmt = spec.format
+    if fmt == "tiff":
+        image.tiffsave(path, tile=True, tile_width=spec.tile_size, tile_height=spec.tile_size, bigtiff=True,
+                       compression=spec.compression, Q=spec.quality, pyramid=spec.pyramid,
+                       predictor="horizontal" if spec.compression in ("deflate", "lzw", "zstd") else "none")
+    elif fmt == "png":
+        image.pngsave(path, compression=6)
+    elif fmt == "jpeg":
+        image.jpegsave(path, Q=spec.quality)
+    else:
+        image.webpsave(path, Q=spec.quality)
+
+
+def _verify(path: Path, width: int, height: int) -> None:
+    try:
+        check = pyvips.Image.new_from_file(str(path))
+    except pyvips.Error as exc:
+        raise UrstError(f"the written file does not read back: {exc}", EXIT_OUTPUT) from None
+    if (check.width, check.height) != (width, height):
+        raise UrstError(f"the written file is {check.width}x{check.height}, expected {width}x{height}", EXIT_OUTPUT)
+
+
+def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int, spec: OutputSpec) -> None:
+    """Write row blocks (uint8 [n, width, bands], top to bottom, ``height`` rows in all) to ``spec.path``.
+
+    The caller's loop (the engine) runs in this thread; libvips encodes and writes in a
+    saver thread. On any failure, KeyboardInterrupt included, the temporary file is removed.
+    """
+    tmp = spec.path.with_name(f".{spec.path.name}.{os.getpid()}.partial")
+    pipe: queue.Queue = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+
+    def saver() -> None:
+        try:
+            source = pyvips.SourceCustom()
+            source.on_read(_QueueReader(pipe, width, height, bands).read)
+            _save(pyvips.Image.new_from_source(source, "", access="sequential"), str(tmp), spec)
+        except BaseException as exc:  # reported to the producer below
+            failure.append(exc)
+            _drain(pipe)
+
+    thread = threading.Thread(target=saver, name="urst-writer", daemon=True)
+    thread.start()
+    try:
+        for block in blocks:
+            _put(pipe, block, thread, failure)
+        _put(pipe, None, thread, failure)
+        thread.join()
+        if failure:
+            raise failure[0]
+        _verify(tmp, width, height)
+        os.replace(tmp, spec.path)
+    except BaseException as exc:
+        _drain(pipe)
+        pipe.put(_Abort())
+        thread.join(timeout=60)
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, pyvips.Error):
+            raise UrstError(f"cannot write {spec.path}: {_reason(exc)}", EXIT_OUTPUT) from None
+        if isinstance(exc, OSError):
+            raise UrstError(f"cannot write {spec.path}: {exc.strerror or exc}", EXIT_OUTPUT) from None
+        raise
+
+
+def _put(pipe: queue.Queue, item, thread: threading.Thread, failure: list) -> None:
+    """Blocking put that gives up as soon as the saver has died (disk full, say)."""
+    while True:
+        if failure:
+            raise failure[0]
+        try:
+            pipe.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            if not thread.is_alive():
+                raise failure[0] if failure else UrstError("the writer stopped unexpectedly", EXIT_OUTPUT)
+
+
+def _drain(pipe: queue.Queue) -> None:
+    try:
+        while True:
+            pipe.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _reason(exc: pyvips.Error) -> str:
+    text = f"{exc.message} {exc.detail}".lower()
+    if "no space" in text or "enospc" in text:
+        return "no space left on device"
+    if "file too large" in text or "efbig" in text:
+        return "file too large for this file system or limit"
+    lines = [line for line in (exc.detail or exc.message).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else exc.message
