@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .models import Conditioning, NormStats, Replay, StatsPolicy, Stylizer
+from .models import Box, Conditioning, NormStats, Replay, StatsPolicy, Stylizer, collect
 from .reader import BandReader
 from .tiling import Axis, plan_axis
 
@@ -52,6 +52,12 @@ class Runner:
     def __call__(self, x: Tensor, stats: StatsPolicy) -> Tensor:
         with self._autocast:
             return self.model(x, self.cond, stats).float()
+
+    @torch.inference_mode()
+    def collect(self, chunks: list[Tensor], boxes: list[list[Box] | None], full_height: int) -> tuple[NormStats, list]:
+        """Statistics pooled over several inputs run in lockstep (see models.norm.collect)."""
+        with self._autocast:
+            return collect([self.model.stages(x, self.cond) for x in chunks], boxes, full_height)
 
 
 def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int) -> Iterator[tuple[int, np.ndarray, list[int]]]:

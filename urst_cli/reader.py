@@ -160,6 +160,8 @@ class BandReader:
                 raise UrstError(f"cannot read rows {have}-{need}: {_first_line(exc)}", EXIT_INPUT) from None
         self._buf = np.concatenate(parts) if len(parts) > 1 else parts[0]
         self._top = keep_from
+        if bottom <= self.height and self._cols.size == self.width:
+            return self._buf[top - self._top: bottom - self._top]  # a view: no copy in the common case
         rows = self._rows_of[top:bottom] - self._top
         return self._buf[rows][:, self._cols]
 

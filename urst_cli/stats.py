@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .engine import Runner, TilePlan, iter_batches
-from .models import Collect, NormStats, Probe, ProbeDone, pad_to_valid
+from .models import NormStats, Probe, ProbeDone, pad_to_valid
 from .reader import BandReader, read_crops
 
 __all__ = ["whole_stats", "exact_stats", "sampled_stats", "SampleSpec", "sample_boxes"]
@@ -33,10 +33,8 @@ __all__ = ["whole_stats", "exact_stats", "sampled_stats", "SampleSpec", "sample_
 
 def whole_stats(runner: Runner, image: np.ndarray) -> NormStats:
     """Statistics of one image held in memory (uint8 [H,W,3]), padded as the network pads it."""
-    x = pad_to_valid(runner.to_tensor(image[None]), runner.model)
-    collect = Collect()
-    runner(x, collect)
-    return collect.result()
+    stats, _ = runner.collect([pad_to_valid(runner.to_tensor(image[None]), runner.model)], [None], 1)
+    return stats
 
 
 def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: TilePlan,
@@ -59,9 +57,9 @@ def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: Til
                 runner(x, probe.at(boxes, rows.window))
             except ProbeDone:
                 pass
-        mean, var = probe.result()
-        means.append(mean)
-        variances.append(var)
+        mean, var = probe.moments.result()
+        means.append(mean.flatten().cpu())
+        variances.append(var.flatten().cpu())
         on_pass(layer + 1, len(runner.model.norm_channels))
     return NormStats(tuple(means), tuple(variances))
 
@@ -114,10 +112,15 @@ def _place(rng: np.random.Generator, lo: int, hi: int, size: int, multiple: int)
     return start, start + size
 
 
-def sampled_stats(runner: Runner, reader: BandReader, spec: SampleSpec) -> NormStats:
-    """Statistics pooled over a stratified sample of full-resolution crops, all in one batch."""
+def sampled_stats(runner: Runner, reader: BandReader, spec: SampleSpec, chunk: int = 1) -> NormStats:
+    """Statistics pooled over a stratified sample of full-resolution crops.
+
+    Crops run in chunks of ``chunk`` that advance layer by layer together, so every layer
+    pools over all crops while only one chunk's working set is in memory at a time.
+    """
     boxes = sample_boxes(reader.padded_width, reader.padded_height, spec)
     crops = read_crops(reader, [outer for outer, _ in boxes])
-    collect = Collect([inner for _, inner in boxes], crops[0].shape[0])
-    runner(runner.to_tensor(np.stack(crops)), collect)
-    return collect.result()
+    groups = range(0, len(crops), chunk)
+    stats, _ = runner.collect([runner.to_tensor(np.stack(crops[i: i + chunk])) for i in groups],
+                              [[inner for _, inner in boxes[i: i + chunk]] for i in groups], crops[0].shape[0])
+    return stats

@@ -78,12 +78,14 @@ def png_stream(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
     yield b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))
     deflate = zlib.compressobj(0)
     for block in blocks:
-        raw = np.empty((block.shape[0], width * bands + 1), np.uint8)
-        raw[:, 0] = 0  # filter type "none" for every row
-        raw[:, 1:] = block.reshape(block.shape[0], -1)
-        data = deflate.compress(raw.data)
-        if data:
-            yield _chunk(b"IDAT", data)
+        for top in range(0, block.shape[0], 64):  # small pieces: the copies below stay a few MB
+            rows = block[top: top + 64]
+            raw = np.empty((rows.shape[0], width * bands + 1), np.uint8)
+            raw[:, 0] = 0  # filter type "none" for every row
+            raw[:, 1:] = rows.reshape(rows.shape[0], -1)
+            data = deflate.compress(raw.data)
+            if data:
+                yield _chunk(b"IDAT", data)
     yield _chunk(b"IDAT", deflate.flush()) + _chunk(b"IEND", b"")
 
 
@@ -125,7 +127,9 @@ class _AbortedStream(Exception):
 def _save(image: pyvips.Image, path: str, spec: OutputSpec) -> None:
     fmt = spec.format
     if fmt == "tiff":
-        image.tiffsave(path, tile=True, tile_width=spec.tile_size, tile_height=spec.tile_size, bigtiff=True,
+        # a tile much larger than the image is refused by TIFF readers: shrink it to the image (16-px steps)
+        tile = min(spec.tile_size, max(16, -(-max(image.width, image.height) // 16) * 16))
+        image.tiffsave(path, tile=True, tile_width=tile, tile_height=tile, bigtiff=True,
                        compression=spec.compression, Q=spec.quality, pyramid=spec.pyramid,
                        predictor="horizontal" if spec.compression in ("deflate", "lzw", "zstd") else "none")
     elif fmt == "png":
@@ -152,7 +156,7 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
     saver thread. On any failure, KeyboardInterrupt included, the temporary file is removed.
     """
     tmp = spec.path.with_name(f".{spec.path.name}.{os.getpid()}.partial")
-    pipe: queue.Queue = queue.Queue(maxsize=4)
+    pipe: queue.Queue = queue.Queue(maxsize=1)  # one block in flight: compute and writing overlap, memory stays flat
     failure: list[BaseException] = []
 
     def saver() -> None:

@@ -18,12 +18,12 @@ from ..errors import UrstError
 from .base import Conditioning, Stylizer, pad_to_valid, valid_size
 from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer
 from .multistyle import NUM_PRESETS, MultiStyleTransformer
-from .norm import Collect, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy
+from .norm import Box, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy, collect
 
 __all__ = [
     "ModelSpec", "REGISTRY", "get_spec", "load_module", "load_state_into", "weights_dir", "Stylizer",
-    "Conditioning", "NormStats", "StatsPolicy", "PerInstance", "Collect", "Replay", "Probe", "ProbeDone",
-    "pad_to_valid", "valid_size", "PREDICTOR_SIZE", "NUM_PRESETS",
+    "Conditioning", "NormStats", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "collect",
+    "Box", "pad_to_valid", "valid_size", "PREDICTOR_SIZE", "NUM_PRESETS",
 ]
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Generator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .norm import StatsPolicy, instance_norm
+from .norm import StatsPolicy
 
-__all__ = ["Stylizer", "Conditioning", "ReflectConv", "pad_to_valid"]
+__all__ = ["Stylizer", "Conditioning", "Stages", "ReflectConv", "pad_to_valid", "valid_size"]
 
 # One (gamma, beta) pair per instance-norm layer, each [1, C]: what a style means to the network.
 Conditioning = Sequence[tuple[Tensor, Tensor]]
+# A forward pass that stops at every norm layer: it yields (layer index, activations) and is
+# sent back the (mean, var) to normalise them with; it returns the output image.
+Stages = Generator[tuple[int, Tensor], tuple[Tensor, Tensor], Tensor]
 
 
 class Stylizer(nn.Module):
@@ -34,12 +37,30 @@ class Stylizer(nn.Module):
     norm_channels: tuple[int, ...]
     eps: float = 1e-5
 
-    def forward(self, x: Tensor, cond: Conditioning, stats: StatsPolicy) -> Tensor:  # pragma: no cover
+    def stages(self, x: Tensor, cond: Conditioning) -> Stages:  # pragma: no cover
+        """The network, written once, pausing at each norm layer for its statistics."""
         raise NotImplementedError
 
-    def norm(self, x: Tensor, index: int, cond: Conditioning, stats: StatsPolicy) -> Tensor:
+    def forward(self, x: Tensor, cond: Conditioning, stats: StatsPolicy) -> Tensor:
+        """Run the whole network, each norm layer normalised with what ``stats`` says."""
+        stages = self.stages(x, cond)
+        index, h = next(stages)
+        while True:
+            try:
+                index, h = stages.send(stats(index, h))
+            except StopIteration as done:
+                return done.value
+
+    def affine(self, x: Tensor, index: int, cond: Conditioning, stats: tuple[Tensor, Tensor]) -> Tensor:
+        """Normalise with the given (mean, var) (float32, any broadcastable shape), then the style's scale/shift.
+
+        In place: the pre-norm activations are not needed once their statistics are known.
+        """
+        mean, var = stats
         gamma, beta = cond[index]
-        return instance_norm(x, index, gamma, beta, stats, self.eps)
+        scale = gamma.float()[:, :, None, None] * torch.rsqrt(var + self.eps)
+        shift = beta.float()[:, :, None, None] - mean * scale
+        return x.mul_(scale.to(x.dtype)).add_(shift.to(x.dtype))
 
 
 class ReflectConv(nn.Module):

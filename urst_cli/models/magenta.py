@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Conditioning, ReflectConv, Stylizer
-from .norm import StatsPolicy
+from .base import Conditioning, ReflectConv, Stages, Stylizer
 
 __all__ = ["StylePredictor", "StyleTransformer", "STYLE_DIM", "PREDICTOR_SIZE"]
 
@@ -114,16 +113,18 @@ class StyleTransformer(Stylizer):
         """Style vector [1,100] -> per-layer (gamma, beta). Compute once per style, reuse for every patch."""
         return [(n.gamma(style), n.beta(style)) for n in self.style_norms]
 
-    def forward(self, x: Tensor, cond: Conditioning, stats: StatsPolicy) -> Tensor:
+    def stages(self, x: Tensor, cond: Conditioning) -> Stages:
         for conv in self.contract:
-            x = F.relu(conv(x))                                            # [N,32,H/4,W/4]
-        for block in range(5):
-            first, second = 2 * block, 2 * block + 1
-            y = F.relu(self.norm(self.residual[first](x), first, cond, stats))
-            x = x + self.norm(self.residual[second](y), second, cond, stats)
+            x = F.relu_(conv(x))                                           # [N,32,H/4,W/4]
+        for first in range(0, 10, 2):                                      # residual blocks: layers (2b, 2b+1)
+            y = self.residual[first](x)
+            y = F.relu_(self.affine(y, first, cond, (yield first, y)))
+            y = self.residual[first + 1](y)
+            x += self.affine(y, first + 1, cond, (yield first + 1, y))
         for i, conv in enumerate(self.expand):
             if i < 2:
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = self.norm(conv(x), 10 + i, cond, stats)
-            x = F.relu(x) if i < 2 else torch.sigmoid(x)                   # [N,3,H,W] at the end
+            x = conv(x)
+            x = self.affine(x, 10 + i, cond, (yield 10 + i, x))
+            x = F.relu_(x) if i < 2 else torch.sigmoid_(x)                   # [N,3,H,W] at the end
         return x

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Conditioning, ReflectConv, Stylizer
-from .norm import StatsPolicy
+from .base import Conditioning, ReflectConv, Stages, Stylizer
 
 __all__ = ["MultiStyleTransformer", "NUM_PRESETS"]
 
@@ -51,16 +50,20 @@ class MultiStyleTransformer(Stylizer):
         w = (weights / weights.sum()).view(1, NUM_PRESETS)
         return [(w @ n.gamma, w @ n.beta) for n in self.preset_norms]
 
-    def forward(self, x: Tensor, cond: Conditioning, stats: StatsPolicy) -> Tensor:
+    def stages(self, x: Tensor, cond: Conditioning) -> Stages:
         for i, conv in enumerate(self.contract):
-            x = F.relu(self.norm(conv(x), i, cond, stats))                 # [N,32,H/4,W/4]
-        for block in range(6):
-            first, second = 3 + 2 * block, 4 + 2 * block
-            y = F.relu(self.norm(self.residual[2 * block](x), first, cond, stats))
-            x = x + self.norm(self.residual[2 * block + 1](y), second, cond, stats)
+            x = conv(x)
+            x = F.relu_(self.affine(x, i, cond, (yield i, x)))              # [N,32,H/4,W/4]
+        for block in range(6):                                             # residual blocks: layers (3+2b, 4+2b)
+            first = 3 + 2 * block
+            y = self.residual[2 * block](x)
+            y = F.relu_(self.affine(y, first, cond, (yield first, y)))
+            y = self.residual[2 * block + 1](y)
+            x += self.affine(y, first + 1, cond, (yield first + 1, y))
         for i, conv in enumerate(self.expand):
             if i < 2:
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = self.norm(conv(x), 15 + i, cond, stats)
-            x = F.relu(x) if i < 2 else torch.sigmoid(x)                   # [N,3,H,W] at the end
+            x = conv(x)
+            x = self.affine(x, 15 + i, cond, (yield 15 + i, x))
+            x = F.relu_(x) if i < 2 else torch.sigmoid_(x)                   # [N,3,H,W] at the end
         return x

@@ -1,17 +1,18 @@
-"""Instance normalisation whose statistics are explicit values.
+"""Instance-norm statistics as explicit values, and the ways a forward pass obtains them.
 
-Every instance-norm layer of a stylizer asks a *statistics policy* for the
-(mean, variance) to normalise with. The policy is an argument of ``forward``,
-never a flag stored on the layers, so one network serves all of URST's modes:
+Every stylizer is written once as a generator (``Stylizer.stages``) that pauses at each
+instance-norm layer, yields its activations and is sent the (mean, var) to normalise them
+with. What answers decides the mode; nothing is stored on the layers:
 
-- ``PerInstance``: plain IN, each image its own statistics (the network as trained);
-- ``Collect``: statistics pooled over the whole batch (and, optionally, only over
-  each item's interior box), used at once and recorded, so a batch of crops or a
-  whole image yields one ``NormStats`` value;
-- ``Replay``: given statistics for every layer, so any patch in any order is
-  normalised exactly as the whole image would be;
-- ``Probe``: replays the first k layers and sums layer k's activations over
-  given boxes, then stops the pass: the step of the exact streaming estimator.
+- ``PerInstance``: each image its own statistics (the network as trained);
+- ``Replay``: fixed statistics for every layer, so any patch in any order is normalised
+  as the whole image would be (URST's idea);
+- ``Probe``: replay the first k layers, add layer k's activations inside given boxes to
+  running moments, then stop the pass: one step of the exact streaming estimator;
+- ``collect``: drive several passes in lockstep (crops, or chunks of crops) and answer
+  each layer with moments pooled over all of them, recording them as a ``NormStats``.
+  Each pass holds only its current activations between layers, so a large sample costs
+  the memory of its paused activations plus one chunk's working set.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["NormStats", "StatsPolicy", "PerInstance", "Collect", "Replay", "Probe", "ProbeDone", "Box"]
+__all__ = ["NormStats", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "Moments", "collect", "Box"]
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in full-resolution pixels of one batch item
 
 
 @dataclass(frozen=True)
 class NormStats:
-    """Per-layer channel means and (biased) variances, in network order, float32 on CPU."""
+    """Per-layer channel means and (biased) variances, in network order, float32."""
 
     means: tuple[Tensor, ...]
     variances: tuple[Tensor, ...]
@@ -40,91 +41,55 @@ class NormStats:
     def to(self, device: torch.device | str) -> "NormStats":
         return NormStats(tuple(m.to(device) for m in self.means), tuple(v.to(device) for v in self.variances))
 
-    def as_dict(self) -> dict[str, Tensor]:
-        """Flat tensors for safetensors files (job state, caches)."""
-        out = {}
-        for i, (m, v) in enumerate(zip(self.means, self.variances)):
-            out[f"{i}.mean"], out[f"{i}.var"] = m.contiguous(), v.contiguous()
-        return out
 
-    @classmethod
-    def from_dict(cls, tensors: dict[str, Tensor]) -> "NormStats":
-        n = len(tensors) // 2
-        return cls(tuple(tensors[f"{i}.mean"] for i in range(n)), tuple(tensors[f"{i}.var"] for i in range(n)))
+class Moments:
+    """Running per-channel count, mean and sum of squared deviations (float64), merged exactly (Chan et al.)."""
+
+    def __init__(self, channels: int, device: torch.device):
+        self.count = 0
+        self.mean = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros_like(self.mean)
+
+    def add(self, x: Tensor, boxes: Sequence[Box] | None, full_height: int) -> None:
+        """Add each item of [N,C,h,w] inside its box (mapped from full resolution to this layer's stride)."""
+        stride = max(1, full_height // x.shape[-2])
+        for k, item in enumerate(x):
+            if boxes is not None:
+                top, left, bottom, right = (v // stride for v in boxes[k])
+                item = item[:, top:bottom, left:right]
+            n = item.shape[1] * item.shape[2]
+            if n == 0:
+                continue
+            var, mean = torch.var_mean(item.float(), dim=(1, 2), correction=0)
+            mean, m2 = mean.double(), var.double() * n
+            total = self.count + n
+            delta = mean - self.mean
+            self.mean += delta * (n / total)
+            self.m2 += m2 + delta * delta * (self.count * n / total)
+            self.count = total
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        """(mean, var) float32, shaped [1, C, 1, 1] to broadcast against activations."""
+        return self.mean.float().view(1, -1, 1, 1), (self.m2 / self.count).float().view(1, -1, 1, 1)
 
 
 class StatsPolicy:
-    """Decides the (mean, var) each norm layer uses; shapes broadcast against [N, C, H, W]."""
+    """Answers a norm layer's (index, activations) with the (mean, var) to use, float32, broadcastable."""
 
     def __call__(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
-
-
-def _scaled_box(box: Box, x: Tensor, full_height: int) -> Box:
-    """Map a full-resolution box to the resolution of activation ``x`` (a power-of-two stride)."""
-    stride = max(1, full_height // x.shape[-2])
-    top, left, bottom, right = box
-    return top // stride, left // stride, bottom // stride, right // stride
-
-
-def _box_sums(x: Tensor, boxes: Sequence[Box], full_height: int) -> tuple[Tensor, Tensor, int]:
-    """Per-channel sum and sum of squares (float64) of each item's box, and the pixel count."""
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    total_sq = torch.zeros_like(total)
-    count = 0
-    for item, box in zip(x, boxes):
-        t, l, b, r = _scaled_box(box, x, full_height)
-        region = item[:, t:b, l:r].double()
-        total += region.sum(dim=(1, 2))
-        total_sq += (region * region).sum(dim=(1, 2))
-        count += (b - t) * (r - l)
-    return total, total_sq, count
-
-
-def _moments(total: Tensor, total_sq: Tensor, count: int) -> tuple[Tensor, Tensor]:
-    mean = total / count
-    var = (total_sq / count - mean * mean).clamp_min(0)
-    return mean.float(), var.float()
 
 
 class PerInstance(StatsPolicy):
     """Standard instance normalisation: every batch item normalised by its own statistics."""
 
     def __call__(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
-        xf = x.float()
-        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)
+        var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
         return mean, var
 
 
-class Collect(StatsPolicy):
-    """Pool statistics over every item of the batch (optionally only inside ``boxes``) and record them.
-
-    ``full_height`` is the height of the network input, so boxes can be mapped to the
-    stride of each layer.
-    """
-
-    def __init__(self, boxes: Sequence[Box] | None = None, full_height: int | None = None):
-        self.boxes, self.full_height = boxes, full_height
-        self.means: list[Tensor] = []
-        self.variances: list[Tensor] = []
-
-    def __call__(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
-        xf = x.float()
-        if self.boxes is None:
-            var, mean = torch.var_mean(xf, dim=(0, 2, 3), correction=0)
-        else:
-            mean, var = _moments(*_box_sums(xf, self.boxes, self.full_height))
-        assert index == len(self.means), "norm layers must run in order"
-        self.means.append(mean.cpu())
-        self.variances.append(var.cpu())
-        return mean.view(1, -1, 1, 1), var.view(1, -1, 1, 1)
-
-    def result(self) -> NormStats:
-        return NormStats(tuple(self.means), tuple(self.variances))
-
-
 class Replay(StatsPolicy):
-    """Use fixed statistics for every layer (statistics already on the activations' device)."""
+    """Fixed statistics for every layer (already on the activations' device)."""
 
     def __init__(self, stats: NormStats):
         self.stats = stats
@@ -138,44 +103,49 @@ class ProbeDone(Exception):
 
 
 class Probe(StatsPolicy):
-    """Replay ``known`` for the layers before ``layer``; sum layer ``layer`` over ``boxes`` and stop.
+    """Replay ``known`` for the layers before ``layer``; add layer ``layer`` inside the boxes to moments; stop.
 
-    Sums accumulate in float64 across calls, so one Probe can visit every patch of an image.
+    One Probe visits every patch of an image; set each batch's boxes with ``at``.
     """
 
     def __init__(self, known: NormStats, layer: int, channels: int, device: torch.device):
         self.known, self.layer = known, layer
-        self.total = torch.zeros(channels, dtype=torch.float64, device=device)
-        self.total_sq = torch.zeros_like(self.total)
-        self.count = 0
-        self.boxes: Sequence[Box] = ()
+        self.moments = Moments(channels, device)
+        self.boxes: Sequence[Box] | None = None
         self.full_height = 1
 
     def at(self, boxes: Sequence[Box], full_height: int) -> "Probe":
-        """Set the boxes of the next batch (one per item, full-resolution pixels)."""
         self.boxes, self.full_height = boxes, full_height
         return self
 
     def __call__(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
         if index < self.layer:
-            return self.known.means[index].view(1, -1, 1, 1), self.known.variances[index].view(1, -1, 1, 1)
-        total, total_sq, count = _box_sums(x, self.boxes, self.full_height)
-        self.total += total
-        self.total_sq += total_sq
-        self.count += count
+            return Replay(self.known)(index, x)
+        self.moments.add(x, self.boxes, self.full_height)
         raise ProbeDone
 
-    def result(self) -> tuple[Tensor, Tensor]:
-        mean, var = _moments(self.total, self.total_sq, self.count)
-        return mean.cpu(), var.cpu()
 
+def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height: int) -> tuple[NormStats, list[Tensor]]:
+    """Run forward passes (``Stylizer.stages`` generators) in lockstep with statistics pooled over all of them.
 
-def instance_norm(x: Tensor, index: int, gamma: Tensor, beta: Tensor, policy: StatsPolicy, eps: float) -> Tensor:
-    """Normalise ``x`` with the statistics ``policy`` gives layer ``index``, then scale and shift.
-
-    gamma/beta: [N or 1, C]. The statistics are float32 whatever the activations' dtype.
+    ``boxes[k]``: per-item boxes of pass k to pool over (None: whole items). Returns the
+    statistics used and each pass's output.
     """
-    mean, var = policy(index, x)
-    scale = gamma.float()[:, :, None, None] * torch.rsqrt(var + eps)
-    shift = beta.float()[:, :, None, None] - mean * scale
-    return (x * scale.to(x.dtype) + shift.to(x.dtype))
+    requests: list = [next(p) for p in passes]
+    outputs: list = [None] * len(passes)
+    means, variances = [], []
+    while any(r is not None for r in requests):
+        index, first = next(r for r in requests if r is not None)
+        moments = Moments(first.shape[1], first.device)
+        for request, item_boxes in zip(requests, boxes):
+            moments.add(request[1], item_boxes, full_height)
+        mean, var = moments.result()
+        means.append(mean.flatten().cpu())
+        variances.append(var.flatten().cpu())
+        for k, p in enumerate(passes):
+            requests[k] = None  # drop this pass's activations before it computes the next layer
+            try:
+                requests[k] = p.send((mean, var))
+            except StopIteration as done:
+                outputs[k] = done.value
+    return NormStats(tuple(means), tuple(variances)), outputs
