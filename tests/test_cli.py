@@ -12,7 +12,7 @@ import pytest
 import pyvips
 import tifffile
 
-from conftest import resized, run_cli
+from conftest import ROOT, resized, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,14 @@ def test_full_disk_leaves_nothing(tmp_path, photo_300, painting):
 def test_quiet_prints_nothing(tmp_path, photo_300, painting):
     proc = run_cli("stylize", photo_300, "-s", painting, "-o", tmp_path / "q.tif", "-q", check=True)
     assert proc.stdout == "" and proc.stderr == ""
+
+
+def test_no_visible_seams(tmp_path, photo, painting):
+    """Gradient on patch-boundary lines is no stronger than elsewhere (sampled statistics, small patches)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from seams import seam_ratio
+
+    src = resized(photo, tmp_path / "p.png", 1200, 900)
+    out = tmp_path / "s.tif"
+    run_cli("stylize", src, "-s", painting, "-o", out, "--stats", "sampled", "--patch-size", "256", check=True)
+    assert seam_ratio(pyvips.Image.new_from_file(str(out)).numpy(), 256, 64) <= 1.03

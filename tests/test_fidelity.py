@@ -28,7 +28,7 @@ def _tiled(runner, path, stats, plan) -> np.ndarray:
     net = runner.model
     img = read_whole(path)
     reader = BandReader(path, valid_size(img.shape[1], net), valid_size(img.shape[0], net))
-    blocks = [block for _, block, _ in blend_rows(reader, runner, stats, plan)]
+    blocks = [block.clone() for _, block, _ in blend_rows(reader, runner, stats, plan)]
     return torch.cat(blocks, dim=1)[:, :, : img.shape[1]].numpy()
 
 

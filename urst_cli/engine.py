@@ -82,15 +82,18 @@ def blend_rows(
     """Yield (first row, float32 [3, n, padded width] on the device, the input band rows' alpha or empty).
 
     Consecutive blocks tile the image's rows [0, height) exactly; values are in [0, 1] before rounding.
+    A block is a view of a reused buffer: valid (and free to modify) until the next one is requested.
     """
     cols, rows = plan.axes(reader.padded_width, reader.padded_height)
     policy = Replay(stats.to(runner.device))
+    # one accumulator for every band row (allocated once: no churn of width-sized buffers)
+    buffer = torch.empty(3, rows.window, cols.length, device=runner.device)
     acc = carry = None
     for r, band, js in iter_batches(reader, cols, rows, plan.batch):
         top = rows.starts[r]
         lo, hi = rows.support(r)
         if js[0] == 0:
-            acc = torch.zeros(3, hi - lo, cols.length, device=runner.device)
+            acc = buffer[:, : hi - lo].zero_()
         out = runner(runner.to_tensor(_patches(band, cols, js)), policy)[:, :, lo - top: hi - top]
         for k, j in enumerate(js):
             c0, c1 = cols.support(j)
@@ -106,7 +109,7 @@ def blend_rows(
         last = r == len(rows) - 1
         # rows from the next boundary's ramp on still get a share from the next band row
         emit_end = hi if last else rows.bounds[r + 1] - rows.feather // 2
-        carry = None if last else acc[:, emit_end - lo:]
+        carry = None if last else acc[:, emit_end - lo:].clone()
         emit_end = min(emit_end, reader.height)
         if emit_end > lo:
             yield lo, acc[:, : emit_end - lo], band[lo - top: emit_end - top, :, 3:]
@@ -122,6 +125,6 @@ def stylize_rows(
     """Yield the stylized image as consecutive blocks of rows: uint8 [n, width, 3 (+ alpha)]."""
     width = reader.width
     for _, block, alpha in blend_rows(reader, runner, stats, plan, on_patches):
-        pixels = block[:, :, :width].clamp(0, 1).mul(255).add_(0.5).to(torch.uint8)
+        pixels = block[:, :, :width].clamp_(0, 1).mul_(255).add_(0.5).to(torch.uint8)
         rgb = pixels.permute(1, 2, 0).cpu().numpy()
         yield np.concatenate([rgb, alpha[:, :width]], axis=2) if alpha.shape[2] else rgb
