@@ -145,7 +145,7 @@ def stylize(
 
       urst stylize photo.jpg --model multistyle26 --preset 19 -o out.png
     """
-    from .job import Job, run
+    from .job import Job
     from .stats import SampleSpec
     from .writer import OutputSpec
 
@@ -156,15 +156,7 @@ def stylize(
               model=model, style=style, preset=preset, stats=stats.value, thumb_size=thumb_size,
               sample=SampleSpec(seed=seed), patch_size=patch_size, overlap=overlap, batch_size=batch_size,
               device=device.value, max_pixels=max_pixels, overwrite=overwrite)
-    progress = _RichProgress(enabled=not quiet and err.is_terminal)
-    try:
-        with progress.bar:
-            result = run(job, progress)
-    except UrstError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        err.print("Interrupted; nothing was written.")
-        raise typer.Exit(EXIT_INTERRUPTED)
+    result = _run(job, show_progress=not quiet)
     if not quiet:
         err.print(_summary(result))
 
@@ -187,7 +179,7 @@ def demo(
     """Stylize the shipped photo, enlarged to --size pixels, with the shipped painting (Van Gogh)."""
     import pyvips
 
-    from .job import Job, run
+    from .job import Job
     from .writer import OutputSpec
 
     data = Path(__file__).resolve().parent / "data"
@@ -203,14 +195,24 @@ def demo(
     result_path = out_dir / "sunset_hills_starry_night.tif"
     job = Job(input=big, output=OutputSpec(result_path, pyramid=True), style=data / "starry_night.jpg",
               overwrite=True)
-    progress = _RichProgress(enabled=err.is_terminal)
-    try:
-        with progress.bar:
-            result = run(job, progress)
-    except UrstError as exc:
-        _fail(exc)
+    result = _run(job, show_progress=True)
     err.print(_summary(result))
     typer.echo(f"result: {result.path.resolve()}")
+
+
+def _run(job, show_progress: bool):
+    """Run a job with a progress bar on a terminal; user errors and Ctrl-C end in one line and their exit code."""
+    from .job import run
+
+    progress = _RichProgress(enabled=show_progress and err.is_terminal)
+    try:
+        with progress.bar:
+            return run(job, progress)
+    except UrstError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("Interrupted; nothing was written.")
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _summary(result) -> str:

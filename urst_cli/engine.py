@@ -18,7 +18,7 @@ from .models import Box, Conditioning, NormStats, Replay, StatsPolicy, Stylizer,
 from .reader import BandReader
 from .tiling import Axis, plan_axis
 
-__all__ = ["TilePlan", "Runner", "iter_batches", "blend_rows", "stylize_rows"]
+__all__ = ["TilePlan", "Runner", "iter_batches", "window_patches", "blend_rows", "stylize_rows"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int) -> Iter
             yield r, band, list(range(first, min(first + batch, len(cols))))
 
 
-def _patches(band: np.ndarray, cols: Axis, js: list[int]) -> np.ndarray:
+def window_patches(band: np.ndarray, cols: Axis, js: list[int]) -> np.ndarray:
+    """The band's windows ``js`` stacked: uint8 [len(js), band rows, window, bands]."""
     return np.stack([band[:, cols.starts[j]: cols.starts[j] + cols.window] for j in js])
 
 
@@ -94,7 +95,7 @@ def blend_rows(
         lo, hi = rows.support(r)
         if js[0] == 0:
             acc = buffer[:, : hi - lo].zero_()
-        out = runner(runner.to_tensor(_patches(band, cols, js)), policy)[:, :, lo - top: hi - top]
+        out = runner(runner.to_tensor(window_patches(band, cols, js)), policy)[:, :, lo - top: hi - top]
         for k, j in enumerate(js):
             c0, c1 = cols.support(j)
             left = cols.starts[j]

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .engine import Runner, TilePlan, iter_batches
+from .engine import Runner, TilePlan, iter_batches, window_patches
 from .models import NormStats, Probe, ProbeDone, pad_to_valid
 from .reader import BandReader, read_crops
 
@@ -52,9 +52,8 @@ def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: Til
                 (t, b), (l, rr) = rows.core(r), cols.core(j)
                 top, left = rows.starts[r], cols.starts[j]
                 boxes.append((t - top, l - left, b - top, rr - left))
-            x = runner.to_tensor(np.stack([band[:, cols.starts[j]: cols.starts[j] + cols.window] for j in js]))
             try:
-                runner(x, probe.at(boxes, rows.window))
+                runner(runner.to_tensor(window_patches(band, cols, js)), probe.at(boxes, rows.window))
             except ProbeDone:
                 pass
         mean, var = probe.moments.result()
