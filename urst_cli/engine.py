@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .models import Box, Conditioning, NormStats, Replay, StatsPolicy, Stylizer, collect
+from .models import Box, Conditioning, NormStats, Replay, StatsPolicy, Stylizer, collect, pad_to_valid
 from .reader import BandReader
 from .tiling import Axis, plan_axis
 
 __all__ = ["TilePlan", "Runner", "iter_batches", "window_patches", "blend_rows", "stylize_rows"]
+
+OUTPUT_ROWS = 64  # rows per block handed to the writer
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,17 @@ class Runner:
             return self.model(x, self.cond, stats).float()
 
     @torch.inference_mode()
-    def collect(self, chunks: list[Tensor], boxes: list[list[Box] | None], full_height: int) -> tuple[NormStats, list]:
-        """Statistics pooled over several inputs run in lockstep (see models.norm.collect)."""
+    def collect(self, inputs: Iterable[np.ndarray], boxes: list[list[Box] | None], full_height: int) -> NormStats:
+        """Statistics pooled over uint8 inputs [N,H,W,>=3] run in lockstep (see models.norm.collect).
+
+        Each input becomes a float tensor only when its pass starts, and the pass lets go of
+        it after its first layer: the inputs never exist as float all at once.
+        """
+        def lazy_pass(pixels: np.ndarray):
+            yield from self.model.stages(pad_to_valid(self.to_tensor(pixels), self.model), self.cond)
+
         with self._autocast:
-            return collect([self.model.stages(x, self.cond) for x in chunks], boxes, full_height)
+            return collect([lazy_pass(p) for p in inputs], boxes, full_height)
 
 
 def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int) -> Iterator[tuple[int, np.ndarray, list[int]]]:
@@ -126,6 +135,8 @@ def stylize_rows(
     """Yield the stylized image as consecutive blocks of rows: uint8 [n, width, 3 (+ alpha)]."""
     width = reader.width
     for _, block, alpha in blend_rows(reader, runner, stats, plan, on_patches):
-        pixels = block[:, :, :width].clamp_(0, 1).mul_(255).add_(0.5).to(torch.uint8)
-        rgb = pixels.permute(1, 2, 0).cpu().numpy()
-        yield np.concatenate([rgb, alpha[:, :width]], axis=2) if alpha.shape[2] else rgb
+        # a few rows at a time: the blocks queued for the writer stay small at any image width
+        for top in range(0, block.shape[1], OUTPUT_ROWS):
+            part = block[:, top: top + OUTPUT_ROWS, :width]
+            rgb = part.clamp_(0, 1).mul_(255).add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            yield np.concatenate([rgb, alpha[top: top + OUTPUT_ROWS, :width]], axis=2) if alpha.shape[2] else rgb

@@ -106,11 +106,6 @@ def open_rgb(path: str | os.PathLike, access: str = "sequential") -> tuple[pyvip
     return img, alpha
 
 
-def _fetch(img: pyvips.Image, region: pyvips.Region, left: int, top: int, width: int, height: int) -> np.ndarray:
-    data = region.fetch(left, top, width, height)
-    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, img.bands)
-
-
 def padded_index(size: int, padded: int, reflect: bool) -> np.ndarray:
     """Source index of each position of an axis extended from ``size`` to ``padded``."""
     idx = np.arange(padded)
@@ -128,8 +123,12 @@ class BandReader:
     """Streams horizontal bands of the padded frame, top to bottom, with RGB and alpha in one array.
 
     ``read(top, bottom)`` must be called with non-decreasing ``top``; rows shared with the
-    previous band are kept, so the file is decoded exactly once.
+    previous band are kept, so the file is decoded exactly once. The rows live in one buffer
+    reused for the whole pass (no width-sized allocation per band), so a returned band is
+    valid until the next ``read``.
     """
+
+    FETCH_ROWS = 64  # rows per libvips request: its transient copies stay a few MB at any width
 
     def __init__(self, path: str | os.PathLike, padded_width: int, padded_height: int):
         rgb, alpha = open_rgb(path, "sequential")
@@ -142,28 +141,45 @@ class BandReader:
         # rows below the image mirror the last rows: never drop those while they may be needed
         self._keep_limit = int(self._rows_of[self.height:].min()) if padded_height > self.height else self.height
         self._region = pyvips.Region.new(self.image)
-        self._buf = np.zeros((0, self.width, self.bands), np.uint8)  # real rows [_top, _top + len(_buf))
-        self._top = 0
+        self._buf = np.zeros((0, self.width, self.bands), np.uint8)
+        self._top, self._count = 0, 0  # the buffer's first rows hold real rows [_top, _top + _count)
 
     def read(self, top: int, bottom: int) -> np.ndarray:
         """Rows [top, bottom) of the padded frame: uint8 [bottom - top, padded_width, bands]."""
         if top < self._top:
             raise ValueError("BandReader reads top to bottom only")
         keep_from = min(top, self._keep_limit)
-        have = self._top + len(self._buf)
         need = min(bottom, self.height)
-        parts = [self._buf[keep_from - self._top:]]
-        if need > have:
-            try:
-                parts.append(_fetch(self.image, self._region, 0, have, self.width, need - have))
-            except pyvips.Error as exc:
-                raise UrstError(f"cannot read rows {have}-{need}: {_first_line(exc)}", EXIT_INPUT) from None
-        self._buf = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        self._top = keep_from
+        kept = max(0, self._top + self._count - keep_from)
+        if kept:
+            self._buf[:kept] = self._buf[self._count - kept: self._count]  # memmove: overlap handled by numpy
+        else:
+            self._skip(self._top + self._count, keep_from)
+        self._top, self._count = keep_from, kept
+        if need - keep_from > len(self._buf):
+            grown = np.empty((need - keep_from, self.width, self.bands), np.uint8)
+            grown[:kept] = self._buf[:kept]
+            self._buf = grown
+        for start in range(keep_from + kept, need, self.FETCH_ROWS):
+            stop = min(start + self.FETCH_ROWS, need)
+            self._buf[start - keep_from: stop - keep_from] = self._fetch(start, stop)
+        self._count = max(self._count, need - keep_from)
         if bottom <= self.height and self._cols.size == self.width:
             return self._buf[top - self._top: bottom - self._top]  # a view: no copy in the common case
         rows = self._rows_of[top:bottom] - self._top
         return self._buf[rows][:, self._cols]
+
+    def _skip(self, start: int, stop: int) -> None:
+        """Decode and drop rows [start, stop): a sequential source cannot jump ahead."""
+        for row in range(start, stop, self.FETCH_ROWS):
+            self._fetch(row, min(row + self.FETCH_ROWS, stop))
+
+    def _fetch(self, start: int, stop: int) -> np.ndarray:
+        try:
+            data = self._region.fetch(0, start, self.width, stop - start)
+        except pyvips.Error as exc:
+            raise UrstError(f"cannot read rows {start}-{stop}: {_first_line(exc)}", EXIT_INPUT) from None
+        return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, self.width, self.bands)
 
 
 def read_whole(path: str | os.PathLike) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .engine import Runner, TilePlan, iter_batches, window_patches
-from .models import NormStats, Probe, ProbeDone, pad_to_valid
+from .models import NormStats, Probe, ProbeDone
 from .reader import BandReader, read_crops
 
 __all__ = ["whole_stats", "exact_stats", "sampled_stats", "SampleSpec", "sample_boxes"]
@@ -33,8 +33,7 @@ __all__ = ["whole_stats", "exact_stats", "sampled_stats", "SampleSpec", "sample_
 
 def whole_stats(runner: Runner, image: np.ndarray) -> NormStats:
     """Statistics of one image held in memory (uint8 [H,W,3]), padded as the network pads it."""
-    stats, _ = runner.collect([pad_to_valid(runner.to_tensor(image[None]), runner.model)], [None], 1)
-    return stats
+    return runner.collect([image[None]], [None], 1)
 
 
 def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: TilePlan,
@@ -111,15 +110,13 @@ def _place(rng: np.random.Generator, lo: int, hi: int, size: int, multiple: int)
     return start, start + size
 
 
-def sampled_stats(runner: Runner, reader: BandReader, spec: SampleSpec, chunk: int = 1) -> NormStats:
+def sampled_stats(runner: Runner, reader: BandReader, spec: SampleSpec) -> NormStats:
     """Statistics pooled over a stratified sample of full-resolution crops.
 
-    Crops run in chunks of ``chunk`` that advance layer by layer together, so every layer
-    pools over all crops while only one chunk's working set is in memory at a time.
+    Every crop is its own forward pass; the passes advance layer by layer together, so each
+    layer pools over all crops while memory holds only their paused activations and one
+    crop's working set.
     """
     boxes = sample_boxes(reader.padded_width, reader.padded_height, spec)
     crops = read_crops(reader, [outer for outer, _ in boxes])
-    groups = range(0, len(crops), chunk)
-    stats, _ = runner.collect([runner.to_tensor(np.stack(crops[i: i + chunk])) for i in groups],
-                              [[inner for _, inner in boxes[i: i + chunk]] for i in groups], crops[0].shape[0])
-    return stats
+    return runner.collect((crop[None] for crop in crops), [[inner] for _, inner in boxes], crops[0].shape[0])

@@ -125,14 +125,13 @@ class Probe(StatsPolicy):
         raise ProbeDone
 
 
-def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height: int) -> tuple[NormStats, list[Tensor]]:
+def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height: int) -> NormStats:
     """Run forward passes (``Stylizer.stages`` generators) in lockstep with statistics pooled over all of them.
 
     ``boxes[k]``: per-item boxes of pass k to pool over (None: whole items). Returns the
-    statistics used and each pass's output.
+    statistics used; the passes' outputs are dropped as they finish.
     """
     requests: list = [next(p) for p in passes]
-    outputs: list = [None] * len(passes)
     means, variances = [], []
     while any(r is not None for r in requests):
         index, first = next(r for r in requests if r is not None)
@@ -146,6 +145,6 @@ def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height
             requests[k] = None  # drop this pass's activations before it computes the next layer
             try:
                 requests[k] = p.send((mean, var))
-            except StopIteration as done:
-                outputs[k] = done.value
-    return NormStats(tuple(means), tuple(variances)), outputs
+            except StopIteration:
+                pass
+    return NormStats(tuple(means), tuple(variances))
