@@ -26,7 +26,7 @@ from conftest import SHARED, resized  # noqa: E402
 
 from urst_cli.engine import Runner, TilePlan, stylize_rows  # noqa: E402
 from urst_cli.job import Job, conditioning  # noqa: E402
-from urst_cli.models import load_module, valid_size  # noqa: E402
+from urst_cli.models import load_weights, valid_size  # noqa: E402
 from urst_cli.reader import BandReader, read_thumbnail, read_whole  # noqa: E402
 from urst_cli.stats import SampleSpec, sampled_stats, whole_stats  # noqa: E402
 from urst_cli.writer import OutputSpec  # noqa: E402
@@ -57,14 +57,14 @@ def main() -> None:
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     cpu = torch.device("cpu")
-    net = load_module("magenta_transformer", cpu)
+    net = load_weights("magenta_transformer", cpu)
     plan = TilePlan(patch=1024, overlap=64, feather=16, batch=1)
     pw, ph = valid_size(width, net), valid_size(height, net)
     sampled_scores, thumb_scores = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for content, style in PAIRS[: args.pairs]:
             path = resized(SHARED / content, Path(tmp) / "photo.png", width, height)
-            job = Job(input=path, output=OutputSpec(path), style=SHARED / style)
+            job = Job(input=path, output=OutputSpec(path), styles=[SHARED / style])
             runner = Runner(net, conditioning(job, net, cpu), cpu)
 
             def render(stats) -> np.ndarray:

@@ -66,3 +66,52 @@ def run_cli(*args: str, check: bool = False, timeout: float = 600, env: dict | N
     if check and proc.returncode != 0:
         raise AssertionError(f"urst {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def published_vgg_files(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """vgg_normalised.pth (to relu5_4, as published) and decoder.pth with He-scaled random values."""
+    from urst_cli.models.vgg import decoder_layers
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def conv(cin, cout, k):
+        return torch.randn(cout, cin, k, k, generator=gen) * (2 / (cin * k * k)) ** 0.5, torch.randn(cout, generator=gen) * 0.01
+
+    vgg, index = {}, 0
+    vgg["0.weight"], vgg["0.bias"] = conv(3, 3, 1)
+    widths = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), (256, 256), "M",
+              (256, 512), (512, 512), (512, 512), (512, 512), "M", (512, 512), (512, 512), (512, 512), (512, 512)]
+    index = 1
+    for item in widths:
+        if item == "M":
+            index += 1
+            continue
+        vgg[f"{index + 1}.weight"], vgg[f"{index + 1}.bias"] = conv(*item, 3)
+        index += 3
+    decoder = {}
+    for key, value in decoder_layers().state_dict().items():
+        if key.endswith("weight"):
+            decoder[key], decoder[key.replace("weight", "bias")] = conv(value.shape[1], value.shape[0], 3)
+    torch.save(vgg, folder / "vgg_normalised.pth")
+    torch.save(decoder, folder / "decoder.pth")
+    return folder / "vgg_normalised.pth", folder / "decoder.pth"
+
+
+def published_johnson_file(path: Path, seed: int = 0) -> Path:
+    """A fast_neural_style TransformerNet state dict (with the running stats old files carry), random values."""
+    from urst_cli.models.johnson import TransformerNet
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in TransformerNet().state_dict().items():
+        if key.endswith("conv2d.weight"):
+            fan_in = value[0].numel()
+            state[key] = torch.randn(value.shape, generator=gen) * (2 / fan_in) ** 0.5
+        elif ".in" in f".{key}" and key.endswith("weight"):
+            state[key] = 1 + 0.1 * torch.randn(value.shape, generator=gen)
+            state[key.replace("weight", "running_mean")] = torch.zeros(value.shape)
+            state[key.replace("weight", "running_var")] = torch.ones(value.shape)
+        else:
+            state[key] = 0.05 * torch.randn(value.shape, generator=gen)
+    torch.save(state, path)
+    return path

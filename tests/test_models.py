@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from urst_cli.models import PerInstance, load_module, pad_to_valid
-from urst_cli.reader import read_style_square, read_whole
+from urst_cli.models import PerInstance, load_weights, pad_to_valid
+from urst_cli.reader import read_style, read_whole
 
 from conftest import ROOT, resized
 
@@ -36,7 +36,7 @@ def graphs(styletransfer_wheel):
 
 @pytest.fixture(scope="module")
 def nets():
-    return {name: load_module(name, torch.device("cpu"))
+    return {name: load_weights(name, torch.device("cpu"))
             for name in ("magenta_predictor", "magenta_transformer", "multistyle26")}
 
 
@@ -54,7 +54,7 @@ def _style_vector(graphs, nets, image: np.ndarray):
 
 def test_predictor_matches_graph_random_and_real(graphs, nets, painting):
     rng = np.random.default_rng(1)
-    real = read_style_square(painting, 256)[None].astype(np.float32) / 255
+    real = read_style(painting, 256, square=True)[None].astype(np.float32) / 255
     for image in (rng.random((1, 256, 256, 3), dtype=np.float32), real):
         ref, ours = _style_vector(graphs, nets, image)
         assert np.abs(ref - ours).max() <= 1e-4
@@ -63,7 +63,7 @@ def test_predictor_matches_graph_random_and_real(graphs, nets, painting):
 @pytest.mark.parametrize("size", [(384, 384), (100, 260), (97, 131)])
 def test_transformer_matches_graph_at_any_size(graphs, nets, painting, small_photo, size):
     h, w = size
-    style = read_style_square(painting, 256)[None].astype(np.float32) / 255
+    style = read_style(painting, 256, square=True)[None].astype(np.float32) / 255
     _, vector = _style_vector(graphs, nets, style)
     rng = np.random.default_rng(2)
     photo = read_whole(resized(small_photo, small_photo.with_name(f"t{h}x{w}.png"), w, h))
@@ -74,7 +74,7 @@ def test_transformer_matches_graph_at_any_size(graphs, nets, painting, small_pho
         ref = sess.run(None, {names[0]: x.permute(0, 2, 3, 1).numpy(), names[1]: vector.reshape(1, 1, 1, -1)})[0]
         net = nets["magenta_transformer"]
         with torch.no_grad():
-            ours = net(x, net.condition(torch.from_numpy(vector)), PerInstance()).permute(0, 2, 3, 1).numpy()
+            ours = net(x, net.condition(torch.from_numpy(vector)), PerInstance(net)).permute(0, 2, 3, 1).numpy()
         assert ours.shape == ref.shape
         assert np.abs(ref - ours).max() <= 1e-4
 
@@ -88,7 +88,7 @@ def test_multistyle_matches_graph(graphs, nets, preset):
     ref = graphs["multistyle26"].run(None, {"image": x, "style_weights": weights})[0]
     net = nets["multistyle26"]
     with torch.no_grad():
-        ours = net(torch.from_numpy(x), net.condition(torch.from_numpy(weights)), PerInstance()).numpy()
+        ours = net(torch.from_numpy(x), net.condition(torch.from_numpy(weights)), PerInstance(net)).numpy()
     assert np.abs(ref - ours).max() <= 1e-4
 
 

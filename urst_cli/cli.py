@@ -58,9 +58,9 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """urst: ultra-resolution style transfer for images of any size."""
 
 
-def default_output(input_path: Path, style: Optional[Path], preset: Optional[int]) -> Path:
-    """<input stem>_<style stem>.tif beside the input; -2, -3, ... appended rather than overwrite anything."""
-    tag = style.stem if style is not None else f"preset{preset}"
+def default_output(input_path: Path, styles: list[Path], presets: list[int], weights: Optional[str] = None) -> Path:
+    """<input stem>_<style stem(s)>.tif beside the input; -2, -3, ... appended rather than overwrite anything."""
+    tag = "+".join([p.stem for p in styles] + [f"preset{p}" for p in presets]) or weights or "stylized"
     candidate = input_path.with_name(f"{input_path.stem}_{tag}.tif")
     n = 2
     while candidate.exists():
@@ -107,12 +107,25 @@ def _peak_memory_text() -> str:
 @app.command()
 def stylize(
     input: Path = typer.Argument(..., help="Photograph to stylize (JPEG, PNG, TIFF/BigTIFF, WebP, HEIF, ...)."),
-    style: Optional[Path] = typer.Option(None, "--style", "-s", help="Painting whose style to apply (model magenta)."),
+    style: list[Path] = typer.Option([], "--style", "-s", help="Painting whose style to apply (magenta, adain, wct); "
+                                     "repeat to interpolate several."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Output file; the extension picks the format (.tif .png .jpg .webp). "
                                                "Default: <input>_<style>.tif beside the input."),
     model: str = typer.Option("magenta", "--model", "-m", help="Network to use (see `urst models`)."),
-    preset: Optional[int] = typer.Option(None, "--preset", help="Built-in style 0-25 (model multistyle26)."),
+    preset: list[int] = typer.Option([], "--preset", help="Built-in style 0-25 (model multistyle26); repeat to mix."),
+    style_weights: Optional[str] = typer.Option(None, "--style-weights", help="Comma-separated weights of the "
+                                                "styles or presets, e.g. 0.7,0.3 (default: equal)."),
+    alpha: float = typer.Option(1.0, "--alpha", min=0.0, max=1.0, help="Strength, 0-1: magenta moves the style "
+                                "vector towards the photo's own; adain/wct blend stylized and content features."),
+    preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the photo's colours: only the "
+                                        "stylized luminance is used (any model)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Per-style model weights: an imported name "
+                                          "(urst weights list) (model johnson)."),
+    transform: Optional[str] = typer.Option(None, "--transform", help="WCT transform: svd (default) or cwct "
+                                            "(Cholesky, CAP-VSTNet)."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory "
+                                               "(default $URST_WEIGHTS, else ~/.cache/urst/weights)."),
     stats: StatsChoice = typer.Option(StatsChoice.auto, "--stats",
                                       help="Normalization statistics: exact (streaming passes, equals whole-image "
                                            "output), sampled (full-resolution crops), thumbnail (URST's TIN), or "
@@ -144,6 +157,8 @@ def stylize(
       urst stylize scan.tif -s starry_night.jpg -o scan_starry.tif --pyramid
 
       urst stylize photo.jpg --model multistyle26 --preset 19 -o out.png
+
+      urst stylize photo.jpg --model adain -s monet.jpg -s hokusai.jpg --style-weights 0.7,0.3 --alpha 0.8
     """
     from .job import Job
     from .stats import SampleSpec
@@ -151,9 +166,15 @@ def stylize(
 
     if tile_size % 16:
         _fail(UrstError(f"--tile-size {tile_size}: must be a multiple of 16", EXIT_USAGE))
-    out_path = output or default_output(input, style, preset)
+    try:
+        mix_weights = [float(w) for w in style_weights.split(",")] if style_weights else None
+    except ValueError:
+        _fail(UrstError(f"--style-weights {style_weights}: give numbers separated by commas", EXIT_USAGE))
+    out_path = output or default_output(input, style, preset, weights)
     job = Job(input=input, output=OutputSpec(out_path, compression.value, quality, tile_size, pyramid),
-              model=model, style=style, preset=preset, stats=stats.value, thumb_size=thumb_size,
+              model=model, styles=style, presets=preset, style_weights=mix_weights, alpha=alpha,
+              preserve_color=preserve_color, weights=weights, transform=transform, weights_dir=weights_dir,
+              stats=stats.value, thumb_size=thumb_size,
               sample=SampleSpec(seed=seed), patch_size=patch_size, overlap=overlap, batch_size=batch_size,
               device=device.value, max_pixels=max_pixels, overwrite=overwrite)
     result = _run(job, show_progress=not quiet)
@@ -162,13 +183,56 @@ def stylize(
 
 
 @app.command("models")
-def list_models() -> None:
-    """List the models, what style each takes, and whether its weights are installed."""
-    from .models import REGISTRY, weights_dir
+def list_models(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory.")
+                ) -> None:
+    """List the models, what style each takes, the weights each needs and whether they are installed."""
+    from .models import REGISTRY, find_weights, part_stems
+    from .weightstore import list_weights
 
+    installed = {w.stem for w in list_weights(weights_dir)}
     for spec in REGISTRY.values():
-        present = (weights_dir() / f"{spec.weights}.safetensors").is_file()
-        typer.echo(f"{spec.name:<14} {'installed' if present else 'MISSING  '}  {spec.summary}")
+        if spec.named_weights:
+            names = sorted(s for s in installed if s.startswith(next(iter(spec.parts)).split("{name}")[0]))
+            state = f"installed: {', '.join(names)}" if names else "MISSING"
+        else:
+            missing = [stem for stem in part_stems(spec) if find_weights(stem, weights_dir) is None]
+            state = "installed" if not missing else f"MISSING {', '.join(s + '.safetensors' for s in missing)}"
+        typer.echo(f"{spec.name:<13} {spec.summary}\n{'':<13} weights: {state} (from {spec.source})")
+
+
+weights_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                          help="Import and list model weights.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("import")
+def weights_import(
+    file: Path = typer.Argument(..., help="A .pth state dict (or .safetensors), e.g. vgg_normalised.pth."),
+    model: str = typer.Option(..., "--model", "-m", help="The model it belongs to (see `urst models`)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Per-style models: the name to use with --weights "
+                                       "(default: the file's stem)."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Where to store it "
+                                               "(default $URST_WEIGHTS, else ~/.cache/urst/weights)."),
+) -> None:
+    """Check a weights file against the model's layout and store it as safetensors (never runs pickled code)."""
+    from .weightstore import import_weights
+
+    try:
+        path = import_weights(file, model, name, weights_dir)
+    except UrstError as exc:
+        _fail(exc)
+    typer.echo(f"imported {file.name} as {path}")
+
+
+@weights_app.command("list")
+def weights_list(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights "
+                                                             "directory.")) -> None:
+    """Installed weights: name, size, sha256, the models that use them, and where they are."""
+    from .weightstore import list_weights
+
+    for w in list_weights(weights_dir):
+        typer.echo(f"{w.stem:<24} {w.size / 1e6:8.1f} MB  {w.sha256}  {','.join(w.models) or '-':<14} "
+                   f"{'shipped' if w.shipped else w.path}")
 
 
 @app.command()
@@ -193,7 +257,7 @@ def demo(
         photo.resize(scale).tiffsave(str(partial), tile=True, bigtiff=True, compression="jpeg", Q=92)
         partial.replace(big)
     result_path = out_dir / "sunset_hills_starry_night.tif"
-    job = Job(input=big, output=OutputSpec(result_path, pyramid=True), style=data / "starry_night.jpg",
+    job = Job(input=big, output=OutputSpec(result_path, pyramid=True), styles=[data / "starry_night.jpg"],
               overwrite=True)
     result = _run(job, show_progress=True)
     err.print(_summary(result))

@@ -25,17 +25,18 @@ OUTPUT_ROWS = 64  # rows per block handed to the writer
 
 @dataclass(frozen=True)
 class TilePlan:
-    """How an image is cut: window side, context per side, blend width, windows per batch."""
+    """How an image is cut: window side, context per side, blend width, windows per batch, window grid."""
 
     patch: int
     overlap: int
     feather: int
     batch: int
+    multiple: int = 4  # the network's total stride: windows start on this grid so tiles match the whole image
 
     def axes(self, padded_width: int, padded_height: int) -> tuple[Axis, Axis]:
         """(columns, rows) window layouts of the padded frame."""
-        return (plan_axis(padded_width, self.patch, self.overlap, self.feather),
-                plan_axis(padded_height, self.patch, self.overlap, self.feather))
+        return (plan_axis(padded_width, self.patch, self.overlap, self.feather, self.multiple),
+                plan_axis(padded_height, self.patch, self.overlap, self.feather, self.multiple))
 
 
 class Runner:
@@ -66,7 +67,7 @@ class Runner:
             yield from self.model.stages(pad_to_valid(self.to_tensor(pixels), self.model), self.cond)
 
         with self._autocast:
-            return collect([lazy_pass(p) for p in inputs], boxes, full_height)
+            return collect([lazy_pass(p) for p in inputs], boxes, full_height, self.model)
 
 
 def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int) -> Iterator[tuple[int, np.ndarray, list[int]]]:
@@ -89,13 +90,13 @@ def blend_rows(
     plan: TilePlan,
     on_patches: Callable[[int], None] = lambda n: None,
 ) -> Iterator[tuple[int, Tensor, np.ndarray]]:
-    """Yield (first row, float32 [3, n, padded width] on the device, the input band rows' alpha or empty).
+    """Yield (first row, float32 [3, n, padded width] on the device, the same rows of the input band).
 
     Consecutive blocks tile the image's rows [0, height) exactly; values are in [0, 1] before rounding.
     A block is a view of a reused buffer: valid (and free to modify) until the next one is requested.
     """
     cols, rows = plan.axes(reader.padded_width, reader.padded_height)
-    policy = Replay(stats.to(runner.device))
+    policy = Replay(stats.to(runner.device), runner.model)
     # one accumulator for every band row (allocated once: no churn of width-sized buffers)
     buffer = torch.empty(3, rows.window, cols.length, device=runner.device)
     acc = carry = None
@@ -122,7 +123,7 @@ def blend_rows(
         carry = None if last else acc[:, emit_end - lo:].clone()
         emit_end = min(emit_end, reader.height)
         if emit_end > lo:
-            yield lo, acc[:, : emit_end - lo], band[lo - top: emit_end - top, :, 3:]
+            yield lo, acc[:, : emit_end - lo], band[lo - top: emit_end - top]
 
 
 def stylize_rows(
@@ -131,12 +132,30 @@ def stylize_rows(
     stats: NormStats,
     plan: TilePlan,
     on_patches: Callable[[int], None] = lambda n: None,
+    preserve_color: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield the stylized image as consecutive blocks of rows: uint8 [n, width, 3 (+ alpha)]."""
     width = reader.width
-    for _, block, alpha in blend_rows(reader, runner, stats, plan, on_patches):
+    for _, block, source in blend_rows(reader, runner, stats, plan, on_patches):
         # a few rows at a time: the blocks queued for the writer stay small at any image width
         for top in range(0, block.shape[1], OUTPUT_ROWS):
             part = block[:, top: top + OUTPUT_ROWS, :width]
+            rows = source[top: top + OUTPUT_ROWS, :width]
+            if preserve_color:
+                part = keep_colours(part, rows, runner.device)
             rgb = part.clamp_(0, 1).mul_(255).add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-            yield np.concatenate([rgb, alpha[top: top + OUTPUT_ROWS, :width]], axis=2) if alpha.shape[2] else rgb
+            yield np.concatenate([rgb, rows[:, :, 3:]], axis=2) if rows.shape[2] > 3 else rgb
+
+
+LUMA = (0.299, 0.587, 0.114)  # BT.601, as in JPEG's YCbCr
+
+
+def keep_colours(stylized: Tensor, content: np.ndarray, device: torch.device) -> Tensor:
+    """The stylized luminance with the content's chroma (Gatys et al.'s luminance-only transfer), in place.
+
+    In YCbCr, replacing Y only is adding the same luminance change to R, G and B.
+    """
+    photo = torch.from_numpy(np.ascontiguousarray(content[:, :, :3])).to(device).permute(2, 0, 1).float().div_(255)
+    luma = torch.tensor(LUMA, device=device).view(3, 1, 1)
+    change = ((stylized - photo) * luma).sum(dim=0, keepdim=True)
+    return stylized.copy_(photo).add_(change)

@@ -1,26 +1,25 @@
 """One stylization job, start to finish: the library API behind ``urst stylize``.
 
     input --probe--> size/alpha
-    style --predictor/preset--> conditioning (per-layer gamma, beta)
+    styles --model family's conditioner--> conditionings --mix(style weights)--> conditioning
     input --estimator--> NormStats            (stats.py)
     input --BandReader--> engine --rows--> writer --> output   (one streaming pass)
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import pyvips
 import torch
 
 from .engine import Runner, TilePlan, stylize_rows
 from .errors import EXIT_USAGE, UrstError
-from .models import NUM_PRESETS, PREDICTOR_SIZE, get_spec, load_module, valid_size
-from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, probe, read_style_square, read_thumbnail, read_whole
+from .models import NUM_PRESETS, PREDICTOR_SIZE, get_spec, load_parts, load_weights, mix, valid_size
+from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, probe, read_style, read_thumbnail, read_whole
 from .stats import SampleSpec, exact_stats, sampled_stats, whole_stats
 from .writer import OutputSpec, check_output, write_rows
 
@@ -35,8 +34,14 @@ class Job:
     input: Path
     output: OutputSpec
     model: str = "magenta"
-    style: Path | None = None
-    preset: int | None = None
+    styles: list[Path] = field(default_factory=list)     # style images (models that take one)
+    presets: list[int] = field(default_factory=list)     # built-in styles (multistyle26)
+    style_weights: list[float] | None = None             # interpolation between several styles (None: equal)
+    alpha: float = 1.0                                   # strength: 0 keeps the content, 1 is full style
+    preserve_color: bool = False                         # keep the photo's colours, take the stylized luminance
+    weights: str | None = None                           # per-style models: which imported weights (johnson)
+    transform: str | None = None                         # wct: "svd" (default) or "cwct"
+    weights_dir: Path | None = None                      # imported weights (None: $URST_WEIGHTS or the cache)
     stats: StatsMode = "auto"
     thumb_size: int = 1024
     sample: SampleSpec = field(default_factory=SampleSpec)
@@ -82,42 +87,89 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _round4(n: int) -> int:
-    return -(-n // 4) * 4
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
-def make_plan(job: Job, receptive_radius: int, device: torch.device) -> TilePlan:
-    overlap = job.overlap if job.overlap is not None else _round4(receptive_radius + FEATHER // 2)
+def make_plan(job: Job, model, device: torch.device) -> TilePlan:
+    m = model.pad_multiple
+    overlap = job.overlap if job.overlap is not None else _round_up(model.receptive_radius + FEATHER // 2, m)
     # measured on 2 CPU cores: 512 beats 1024 (2.0 vs 1.7 MP/s, cache-friendlier) despite more overlap
     patch = job.patch_size or (512 if device.type == "cpu" else 1024)
+    if job.patch_size is None:
+        patch = max(patch, _round_up(4 * overlap, m))  # wide-context models: keep at least half of each side
     batch = job.batch_size or (1 if device.type == "cpu" else 8)
     feather = min(FEATHER, 2 * (overlap // 2))
-    if overlap < 0 or overlap % 4:
-        raise UrstError(f"--overlap {overlap}: must be a non-negative multiple of 4", EXIT_USAGE)
-    if patch % 4 or patch - 2 * overlap < 64:
-        raise UrstError(f"--patch-size {patch}: must be a multiple of 4 and at least 2 x overlap + 64 "
+    if overlap < 0 or overlap % m:
+        raise UrstError(f"--overlap {overlap}: must be a non-negative multiple of {m} for this model", EXIT_USAGE)
+    if patch % m or patch - 2 * overlap < 64:
+        raise UrstError(f"--patch-size {patch}: must be a multiple of {m} and at least 2 x overlap + 64 "
                         f"(= {2 * overlap + 64})", EXIT_USAGE)
     if batch < 1:
         raise UrstError("--batch-size must be at least 1", EXIT_USAGE)
-    return TilePlan(patch, overlap, feather, batch)
+    return TilePlan(patch, overlap, feather, batch, m)
+
+
+def model_options(job: Job) -> dict:
+    if job.transform is not None and job.model != "wct":
+        raise UrstError("--transform applies to --model wct only", EXIT_USAGE)
+    if job.transform is not None and job.transform not in ("svd", "cwct"):
+        raise UrstError(f"--transform {job.transform}: use svd or cwct", EXIT_USAGE)
+    return {"transform": job.transform} if job.transform else {}
+
+
+class _StyleContext:
+    """What a model family's conditioner may ask for besides the style images."""
+
+    def __init__(self, job: Job, device: torch.device):
+        self.job, self.device = job, device
+
+    def load_auxiliary(self, name: str):
+        return load_weights(name, self.device, self.job.weights_dir)
+
+    def content_square(self):
+        return read_style(self.job.input, PREDICTOR_SIZE, square=True)
 
 
 def conditioning(job: Job, model, device: torch.device):
+    """The style the job asked for, as the model's per-layer conditioning (several styles mixed by weight)."""
     spec = get_spec(job.model)
     if spec.style == "image":
-        if job.style is None:
-            raise UrstError(f"model '{spec.name}' needs --style PAINTING", EXIT_USAGE)
-        square = read_style_square(job.style, PREDICTOR_SIZE)
-        predictor = load_module("magenta_predictor", device)
-        x = torch.from_numpy(square).permute(2, 0, 1)[None].float().div(255).to(device)
-        with torch.inference_mode():
-            return model.condition(predictor(x))
-    if job.preset is None or not 0 <= job.preset < NUM_PRESETS:
-        raise UrstError(f"model '{spec.name}' needs --preset 0-{NUM_PRESETS - 1}", EXIT_USAGE)
-    weights = torch.zeros(NUM_PRESETS, device=device)
-    weights[job.preset] = 1.0
+        if not job.styles or job.presets:
+            raise UrstError(f"model '{spec.name}' needs --style PAINTING (and no --preset)", EXIT_USAGE)
+        styles = [read_style(path, spec.style_side, spec.style_square) for path in job.styles]
+    elif spec.style == "preset":
+        if not job.presets or job.styles:
+            raise UrstError(f"model '{spec.name}' needs --preset 0-{NUM_PRESETS - 1} (and no --style)", EXIT_USAGE)
+        bad = [p for p in job.presets if not 0 <= p < NUM_PRESETS]
+        if bad:
+            raise UrstError(f"--preset {bad[0]}: choose 0-{NUM_PRESETS - 1}", EXIT_USAGE)
+        styles = list(job.presets)
+    else:
+        if job.styles or job.presets:
+            raise UrstError(f"model '{spec.name}' has its style in its weights: use --weights, not --style/--preset",
+                            EXIT_USAGE)
+        styles = [None]
+    if not 0 <= job.alpha <= 1:
+        raise UrstError(f"--alpha {job.alpha}: must be between 0 and 1", EXIT_USAGE)
+    if job.alpha != 1 and not spec.strength:
+        raise UrstError(f"--alpha does not apply to model '{spec.name}'", EXIT_USAGE)
+    weights = job.style_weights or [1.0] * len(styles)
+    if len(weights) != len(styles):
+        raise UrstError(f"--style-weights: {len(weights)} weights for {len(styles)} styles", EXIT_USAGE)
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise UrstError("--style-weights must be non-negative and not all zero", EXIT_USAGE)
     with torch.inference_mode():
-        return model.condition(weights)
+        return mix(spec.condition(model, styles, job.alpha, _StyleContext(job, device)), weights)
+
+
+def load_model(job: Job, device: torch.device):
+    spec = get_spec(job.model)
+    if spec.named_weights and not job.weights:
+        raise UrstError(f"model '{spec.name}' needs --weights NAME (see `urst weights list`)", EXIT_USAGE)
+    if job.weights and not spec.named_weights:
+        raise UrstError(f"--weights applies to per-style models only, not '{spec.name}'", EXIT_USAGE)
+    return load_parts(spec, device, job.weights, job.weights_dir, model_options(job))
 
 
 def run(job: Job, progress: Progress = Progress()) -> Result:
@@ -126,11 +178,10 @@ def run(job: Job, progress: Progress = Progress()) -> Result:
     info: ImageInfo = probe(job.input, job.max_pixels)
     check_output(job.output, job.input, info.width, info.height, job.overwrite)
     device = pick_device(job.device)
-    spec = get_spec(job.model)
-    model = load_module(spec.weights, device)
+    model = load_model(job, device)
     cond = conditioning(job, model, device)
     runner = Runner(model, cond, device)
-    plan = make_plan(job, model.receptive_radius, device)
+    plan = make_plan(job, model, device)
     pw, ph = valid_size(info.width, model), valid_size(info.height, model)
     open_reader = lambda: BandReader(job.input, pw, ph)  # noqa: E731 - a fresh sequential pass each call
 
@@ -156,7 +207,7 @@ def run(job: Job, progress: Progress = Progress()) -> Result:
     reader = open_reader()
     cols, rows = plan.axes(pw, ph)
     progress.start_patches(len(cols) * len(rows))
-    blocks = stylize_rows(reader, runner, stats, plan, progress.advance)
+    blocks = stylize_rows(reader, runner, stats, plan, progress.advance, job.preserve_color)
     write_rows(blocks, info.width, info.height, 4 if info.has_alpha else 3, job.output)
     return Result(job.output.path, info.width, info.height, time.perf_counter() - started, mode, stats_seconds,
                   len(cols) * len(rows))

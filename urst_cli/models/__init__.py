@@ -1,6 +1,6 @@
-"""The model registry: a name maps to a network, its weight files and the kind of style it takes.
+"""The model registry: a name maps to a network, the weight files that fill it and how a style conditions it.
 
-Adding a method is one module in this package and one ``ModelSpec`` line below.
+Adding a method is one module in this package and one ``ModelSpec`` entry below.
 """
 
 from __future__ import annotations
@@ -8,45 +8,74 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UrstError
-from .base import Conditioning, Stylizer, pad_to_valid, valid_size
-from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer
-from .multistyle import NUM_PRESETS, MultiStyleTransformer
-from .norm import Box, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy, collect
+from .base import Conditioning, Stylizer, mix, pad_to_valid, valid_size
+from .johnson import TransformerNet, johnson_condition
+from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer, magenta_condition
+from .multistyle import NUM_PRESETS, MultiStyleTransformer, preset_condition
+from .norm import Box, NormLayers, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy, collect
+from .vgg import STYLE_SIDE, WCT, AdaIN, adain_condition, decoder_layers, encoder_layers, wct_condition
 
 __all__ = [
-    "ModelSpec", "REGISTRY", "get_spec", "load_module", "load_state_into", "weights_dir", "Stylizer",
-    "Conditioning", "NormStats", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "collect",
-    "Box", "pad_to_valid", "valid_size", "PREDICTOR_SIZE", "NUM_PRESETS",
+    "ModelSpec", "REGISTRY", "AUXILIARY", "get_spec", "load_parts", "load_weights", "check_state", "part_module",
+    "part_stems", "packaged_weights_dir", "user_weights_dir", "find_weights", "Stylizer", "Conditioning", "mix",
+    "NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "collect", "Box",
+    "pad_to_valid", "valid_size", "PREDICTOR_SIZE", "NUM_PRESETS",
 ]
+
+
+class StyleContext(Protocol):
+    """What a conditioner may ask of the job besides the style images."""
+
+    def load_auxiliary(self, name: str) -> nn.Module: ...
+
+    def content_square(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     summary: str
-    style: Literal["image", "preset"]  # what --style means for this model
-    weights: str                        # safetensors file (stem) in the weights directory
-    build: Callable[[], Stylizer]
+    style: Literal["image", "preset", "none"]  # what conditions it: --style images, --preset numbers, or nothing
+    parts: dict[str, str]                       # weight file stem -> the submodule it fills ("" = the whole network)
+    build: Callable[..., Stylizer]
+    condition: Callable[..., list[Conditioning]]  # (network, styles, alpha, StyleContext) -> one per style
+    style_side: int = 0                           # style images are read at this long side...
+    style_square: bool = False                    # ...or as a centre square of that side
+    strength: bool = True                         # --alpha means something for it
+    source: str = "shipped with urst"             # where a user gets the weights
+    named_weights: bool = False                   # one weight file per style: --weights NAME picks it
 
+
+_VGG_PARTS = {"vgg_normalised": "encoder", "vgg_decoder": "decoder"}
+_VGG_SOURCE = "vgg_normalised.pth + decoder.pth of naoto0804/pytorch-AdaIN: urst weights import FILE --model adain"
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("magenta", "Magenta arbitrary style (any painting as --style), conditional IN",
-                  "image", "magenta_transformer", StyleTransformer),
-        ModelSpec("multistyle26", "26 built-in styles (--preset 0-25), conditional IN",
-                  "preset", "multistyle26", MultiStyleTransformer),
+        ModelSpec("magenta", "Magenta arbitrary style (any painting as --style), conditional IN", "image",
+                  {"magenta_transformer": ""}, StyleTransformer, magenta_condition, PREDICTOR_SIZE, True),
+        ModelSpec("multistyle26", "26 built-in styles (--preset 0-25), conditional IN", "preset",
+                  {"multistyle26": ""}, MultiStyleTransformer, preset_condition, strength=False),
+        ModelSpec("adain", "AdaIN: VGG-19 relu4_1 encoder, adaptive IN, decoder (any painting as --style)", "image",
+                  _VGG_PARTS, AdaIN, adain_condition, STYLE_SIDE, source=_VGG_SOURCE),
+        ModelSpec("wct", "WCT at relu4_1 on the AdaIN encoder/decoder; --transform cwct: Cholesky (CAP-VSTNet)",
+                  "image", _VGG_PARTS, WCT, wct_condition, STYLE_SIDE, source=_VGG_SOURCE),
+        ModelSpec("johnson", "Johnson per-style network (PyTorch fast_neural_style .pth; --weights NAME)", "none",
+                  {"johnson-{name}": ""}, TransformerNet, johnson_condition, strength=False,
+                  source="a fast_neural_style .pth: urst weights import FILE --model johnson", named_weights=True),
     )
 }
-# networks that are not stylizers but ship weights too
-AUXILIARY: dict[str, Callable[[], nn.Module]] = {"magenta_predictor": StylePredictor}
+# weight files of networks that are not whole stylizers; each builds the module its file fills
+AUXILIARY: dict[str, Callable[[], nn.Module]] = {
+    "magenta_predictor": StylePredictor, "vgg_normalised": encoder_layers, "vgg_decoder": decoder_layers,
+}
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -55,45 +84,90 @@ def get_spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
-def weights_dir() -> Path:
-    """$URST_WEIGHTS, else the weights shipped inside the package, else the repository's weights/."""
-    if os.environ.get("URST_WEIGHTS"):
-        return Path(os.environ["URST_WEIGHTS"])
+def packaged_weights_dir() -> Path:
+    """The weights shipped inside the package, else the repository's weights/ (editable installs)."""
     packaged = Path(__file__).resolve().parents[1] / "weights"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "weights"
 
 
-def _builder(weights_name: str) -> Callable[[], nn.Module]:
+def user_weights_dir() -> Path:
+    """Where imported weights live: $URST_WEIGHTS, else $XDG_CACHE_HOME/urst/weights (~/.cache/urst/weights)."""
+    if os.environ.get("URST_WEIGHTS"):
+        return Path(os.environ["URST_WEIGHTS"])
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "urst" / "weights"
+
+
+def find_weights(stem: str, user_dir: Path | None = None) -> Path | None:
+    """``stem``.safetensors in the user's weights directory, else among the shipped ones."""
+    for folder in (user_dir or user_weights_dir(), packaged_weights_dir()):
+        path = folder / f"{stem}.safetensors"
+        if path.is_file():
+            return path
+    return None
+
+
+def part_stems(spec: ModelSpec, name: str | None = None) -> dict[str, str]:
+    """The weight file stems a model needs (a per-style model's stem includes the style's name)."""
+    return {stem.format(name=name or "NAME"): attr for stem, attr in spec.parts.items()}
+
+
+def part_module(stem: str) -> nn.Module:
+    """An empty module of the layout that weight file ``stem`` fills."""
+    if stem in AUXILIARY:
+        return AUXILIARY[stem]()
     for spec in REGISTRY.values():
-        if spec.weights == weights_name:
-            return spec.build
-    return AUXILIARY[weights_name]
+        for pattern, attr in spec.parts.items():
+            if attr == "" and (pattern == stem or "{name}" in pattern and stem.startswith(pattern.split("{")[0])):
+                return spec.build()
+    raise KeyError(stem)
 
 
-def load_state_into(weights_name: str, state: dict[str, np.ndarray | torch.Tensor]) -> nn.Module:
-    """Build the module that owns ``weights_name`` and load ``state``, checking every key and shape."""
-    module = _builder(weights_name)()
+def check_state(module: nn.Module, state: dict, what: str) -> None:
+    """Refuse, in one line naming the expected layout, a state dict whose keys or shapes differ from ``module``'s."""
     expected = module.state_dict()
     missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
              if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if missing or unexpected or wrong:
-        raise UrstError(f"weights '{weights_name}' do not fit the network: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}")
-    module.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in state.items()})
-    return module.eval().requires_grad_(False)
+        layout = ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(expected.items())[:3])
+        problems = "; ".join(p for p in (
+            f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}" if unexpected else "",
+            f"wrong shape {', '.join(wrong[:2])}" if wrong else "") if p)
+        raise UrstError(f"{what} does not fit the network ({problems}); expected {len(expected)} tensors "
+                        f"starting {layout}")
 
 
-def load_module(weights_name: str, device: torch.device) -> nn.Module:
-    """Load a network's weights from the weights directory onto ``device``."""
+def _load_file(stem: str, user_dir: Path | None, hint: str) -> dict:
     from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from safetensors.torch import load_file
 
-    path = weights_dir() / f"{weights_name}.safetensors"
-    if not path.is_file():
-        raise UrstError(f"weights file missing: {path} (run `make weights`, or set URST_WEIGHTS)")
+    path = find_weights(stem, user_dir)
+    if path is None:
+        raise UrstError(f"weights '{stem}' are not installed: {hint}")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise UrstError(f"weights file {path} is unreadable: {exc}") from None
-    return load_state_into(weights_name, state).to(device)
+        raise UrstError(f"weights file {path} is unreadable ({exc}); import it again") from None
+
+
+def load_parts(spec: ModelSpec, device: torch.device, name: str | None = None, user_dir: Path | None = None,
+               options: dict | None = None) -> Stylizer:
+    """Build ``spec``'s network and fill it from its weight files (user directory first, then shipped)."""
+    net = spec.build(**(options or {}))
+    for stem, attr in part_stems(spec, name).items():
+        state = _load_file(stem, user_dir, f"needs {stem}.safetensors, from {spec.source}")
+        target = net.get_submodule(attr) if attr else net
+        check_state(target, state, f"weights '{stem}'")
+        target.load_state_dict(state)
+    return net.eval().requires_grad_(False).to(device)
+
+
+def load_weights(stem: str, device: torch.device, user_dir: Path | None = None) -> nn.Module:
+    """The module that weight file ``stem`` fills, filled (e.g. the style predictor, or one stylizer's file)."""
+    module = part_module(stem)
+    state = _load_file(stem, user_dir, "reinstall urst, or import it (urst weights import)")
+    check_state(module, state, f"weights '{stem}'")
+    module.load_state_dict(state)
+    return module.eval().requires_grad_(False).to(device)

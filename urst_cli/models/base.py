@@ -10,10 +10,11 @@ from torch import Tensor, nn
 
 from .norm import StatsPolicy
 
-__all__ = ["Stylizer", "Conditioning", "Stages", "ReflectConv", "pad_to_valid", "valid_size"]
+__all__ = ["Stylizer", "ResidualStylizer", "Conditioning", "Stages", "ReflectConv", "mix", "pad_to_valid", "valid_size"]
 
-# One (gamma, beta) pair per instance-norm layer, each [1, C]: what a style means to the network.
-Conditioning = Sequence[tuple[Tensor, Tensor]]
+# Per norm layer, the tensors a style sets (for conditional IN: gamma and beta, each [1, C]). Every
+# family applies them linearly, so a weighted sum of conditionings is an interpolation of styles.
+Conditioning = Sequence[tuple[Tensor, ...]]
 # A forward pass that stops at every norm layer: it yields (layer index, activations) and is
 # sent back the (mean, var) to normalise them with; it returns the output image.
 Stages = Generator[tuple[int, Tensor], tuple[Tensor, Tensor], Tensor]
@@ -28,6 +29,7 @@ class Stylizer(nn.Module):
       pad_multiple:     input sides must be multiples of this (the network's total stride).
       min_side:         smallest side the network's own reflect padding accepts.
       norm_channels:    channels of each instance-norm layer, in order.
+      covariance_layers: layers that whiten by the channel covariance (``finish`` turns it into a transform).
       eps:              the instance-norm epsilon.
     """
 
@@ -35,11 +37,16 @@ class Stylizer(nn.Module):
     pad_multiple: int = 4
     min_side: int = 16
     norm_channels: tuple[int, ...]
+    covariance_layers: frozenset[int] = frozenset()
     eps: float = 1e-5
 
     def stages(self, x: Tensor, cond: Conditioning) -> Stages:  # pragma: no cover
         """The network, written once, pausing at each norm layer for its statistics."""
         raise NotImplementedError
+
+    def finish(self, index: int, mean: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """What layer ``index`` is sent, from its mean and variance: for instance norm, those themselves."""
+        return mean, second
 
     def forward(self, x: Tensor, cond: Conditioning, stats: StatsPolicy) -> Tensor:
         """Run the whole network, each norm layer normalised with what ``stats`` says."""
@@ -63,6 +70,30 @@ class Stylizer(nn.Module):
         return x.mul_(scale.to(x.dtype)).add_(shift.to(x.dtype))
 
 
+class ResidualStylizer(Stylizer):
+    """Stages shared by the conditional-IN transformers (Magenta's and the 26-style one)."""
+
+    def residual_block(self, x: Tensor, first_conv: nn.Module, second_conv: nn.Module, first: int,
+                       cond: Conditioning) -> Stages:
+        """x + IN(conv(relu(IN(conv(x))))), norm layers ``first`` and ``first + 1``; updates x in place."""
+        y = first_conv(x)
+        y = F.relu_(self.affine(y, first, cond, (yield first, y)))
+        y = second_conv(y)
+        x += self.affine(y, first + 1, cond, (yield first + 1, y))
+        return x
+
+    def upsampling_stages(self, x: Tensor, convs: Sequence[nn.Module], first: int, cond: Conditioning) -> Stages:
+        """2x nearest upsampling before every convolution but the last; ReLU between, sigmoid at the end."""
+        for i, conv in enumerate(convs):
+            last = i == len(convs) - 1
+            if not last:
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = conv(x)
+            x = self.affine(x, first + i, cond, (yield first + i, x))
+            x = torch.sigmoid_(x) if last else F.relu_(x)
+        return x
+
+
 class ReflectConv(nn.Module):
     """Reflect-pad by k//2, then convolve: the convolution every layer of these networks uses."""
 
@@ -73,6 +104,16 @@ class ReflectConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, (self.pad,) * 4, mode="reflect"))
+
+
+def mix(conditionings: Sequence[Conditioning], weights: Sequence[float]) -> Conditioning:
+    """The weighted sum, layer by layer, of several styles' conditionings (weights normalised to sum 1)."""
+    total = float(sum(weights))
+    if total <= 0 or any(w < 0 for w in weights):
+        raise ValueError("style weights must be non-negative and not all zero")
+    return [tuple(sum(c[layer][k] * (w / total) for c, w in zip(conditionings, weights))
+                  for k in range(len(conditionings[0][layer])))
+            for layer in range(len(conditionings[0]))]
 
 
 def pad_to_valid(x: Tensor, model: Stylizer) -> Tensor:

@@ -11,13 +11,14 @@ padding in the transformer, eps 1e-5, nearest x2 upsampling, sigmoid output in [
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Conditioning, ReflectConv, Stages, Stylizer
+from .base import Conditioning, ReflectConv, ResidualStylizer, Stages
 
-__all__ = ["StylePredictor", "StyleTransformer", "STYLE_DIM", "PREDICTOR_SIZE"]
+__all__ = ["StylePredictor", "StyleTransformer", "STYLE_DIM", "PREDICTOR_SIZE", "magenta_condition"]
 
 STYLE_DIM = 100
 PREDICTOR_SIZE = 256  # the predictor was trained on 256x256 centre crops of the painting
@@ -95,7 +96,7 @@ class StyleNorm(nn.Module):
         self.beta = nn.Linear(STYLE_DIM, channels)
 
 
-class StyleTransformer(Stylizer):
+class StyleTransformer(ResidualStylizer):
     """content [N,3,H,W] in [0,1], H and W multiples of 4 -> stylized [N,3,H,W] in [0,1]."""
 
     # 9x9 conv: 4; two stride-2 3x3: 1 + 2; ten 3x3 at stride 4: 40; two 3x3 after upsampling: 2 + 1; 9x9: 4
@@ -117,14 +118,21 @@ class StyleTransformer(Stylizer):
         for conv in self.contract:
             x = F.relu_(conv(x))                                           # [N,32,H/4,W/4]
         for first in range(0, 10, 2):                                      # residual blocks: layers (2b, 2b+1)
-            y = self.residual[first](x)
-            y = F.relu_(self.affine(y, first, cond, (yield first, y)))
-            y = self.residual[first + 1](y)
-            x += self.affine(y, first + 1, cond, (yield first + 1, y))
-        for i, conv in enumerate(self.expand):
-            if i < 2:
-                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = conv(x)
-            x = self.affine(x, 10 + i, cond, (yield 10 + i, x))
-            x = F.relu_(x) if i < 2 else torch.sigmoid_(x)                   # [N,3,H,W] at the end
-        return x
+            x = yield from self.residual_block(x, self.residual[first], self.residual[first + 1], first, cond)
+        return (yield from self.upsampling_stages(x, self.expand, 10, cond))    # [N,3,H,W]
+
+
+def magenta_condition(net: StyleTransformer, styles: list, alpha: float, context) -> list[Conditioning]:
+    """One conditioning per style image (uint8 256x256 centre squares).
+
+    Strength moves the style vector towards the content photo's own (Magenta's interpolation):
+    alpha 1 is the painting's style, alpha 0 the photo's.
+    """
+    predictor = context.load_auxiliary("magenta_predictor")
+    device = next(net.parameters()).device
+
+    def vector(square: np.ndarray) -> Tensor:
+        return predictor(torch.from_numpy(square).permute(2, 0, 1)[None].float().div(255).to(device))
+
+    content = vector(context.content_square()) if alpha < 1 else 0.0
+    return [net.condition(alpha * vector(s) + (1 - alpha) * content) for s in styles]

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Conditioning, ReflectConv, Stages, Stylizer
+from .base import Conditioning, ReflectConv, ResidualStylizer, Stages
 
-__all__ = ["MultiStyleTransformer", "NUM_PRESETS"]
+__all__ = ["MultiStyleTransformer", "NUM_PRESETS", "preset_condition"]
 
 NUM_PRESETS = 26
 
@@ -27,7 +27,7 @@ class PresetNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(NUM_PRESETS, channels))
 
 
-class MultiStyleTransformer(Stylizer):
+class MultiStyleTransformer(ResidualStylizer):
     """image [N,3,H,W] in [0,1], H and W multiples of 4 -> stylized [N,3,H,W] in [0,1]."""
 
     # 9x9: 4; two stride-2 3x3: 1 + 2; twelve 3x3 at stride 4: 48; two 3x3 after upsampling: 2 + 1; 9x9: 4
@@ -56,14 +56,11 @@ class MultiStyleTransformer(Stylizer):
             x = F.relu_(self.affine(x, i, cond, (yield i, x)))              # [N,32,H/4,W/4]
         for block in range(6):                                             # residual blocks: layers (3+2b, 4+2b)
             first = 3 + 2 * block
-            y = self.residual[2 * block](x)
-            y = F.relu_(self.affine(y, first, cond, (yield first, y)))
-            y = self.residual[2 * block + 1](y)
-            x += self.affine(y, first + 1, cond, (yield first + 1, y))
-        for i, conv in enumerate(self.expand):
-            if i < 2:
-                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = conv(x)
-            x = self.affine(x, 15 + i, cond, (yield 15 + i, x))
-            x = F.relu_(x) if i < 2 else torch.sigmoid_(x)                   # [N,3,H,W] at the end
-        return x
+            x = yield from self.residual_block(x, self.residual[2 * block], self.residual[2 * block + 1], first, cond)
+        return (yield from self.upsampling_stages(x, self.expand, 15, cond))    # [N,3,H,W]
+
+
+def preset_condition(net: MultiStyleTransformer, presets: list, alpha: float, context) -> list[Conditioning]:
+    """One conditioning per preset index (a one-hot weight over the 26 paintings)."""
+    device = next(net.parameters()).device
+    return [net.condition(torch.eye(NUM_PRESETS, device=device)[p]) for p in presets]

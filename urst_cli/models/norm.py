@@ -2,7 +2,10 @@
 
 Every stylizer is written once as a generator (``Stylizer.stages``) that pauses at each
 instance-norm layer, yields its activations and is sent the (mean, var) to normalise them
-with. What answers decides the mode; nothing is stored on the layers:
+with (whitening layers, as in WCT, pool the channel covariance instead, and the network's
+``finish`` turns moments into what it consumes, e.g. a whitening matrix, once per
+statistics rather than once per patch). What answers decides the mode; nothing is stored
+on the layers:
 
 - ``PerInstance``: each image its own statistics (the network as trained);
 - ``Replay``: fixed statistics for every layer, so any patch in any order is normalised
@@ -18,19 +21,19 @@ with. What answers decides the mode; nothing is stored on the layers:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["NormStats", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "Moments", "collect", "Box"]
+__all__ = ["NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "Moments", "collect", "Box"]
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in full-resolution pixels of one batch item
 
 
 @dataclass(frozen=True)
 class NormStats:
-    """Per-layer channel means and (biased) variances, in network order, float32."""
+    """Per-layer channel means [C] and (biased) variances [C], or covariances [C, C] for whitening layers; float32."""
 
     means: tuple[Tensor, ...]
     variances: tuple[Tensor, ...]
@@ -42,13 +45,27 @@ class NormStats:
         return NormStats(tuple(m.to(device) for m in self.means), tuple(v.to(device) for v in self.variances))
 
 
-class Moments:
-    """Running per-channel count, mean and sum of squared deviations (float64), merged exactly (Chan et al.)."""
+class NormLayers(Protocol):
+    """What a network tells the statistics code about its norm layers (``Stylizer`` implements it)."""
 
-    def __init__(self, channels: int, device: torch.device):
+    norm_channels: tuple[int, ...]
+    covariance_layers: frozenset[int]  # layers normalised by full channel covariance (whitening), not variance
+
+    def finish(self, index: int, mean: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """Turn a layer's (mean, variance or covariance) into what its forward pass consumes."""
+
+
+class Moments:
+    """Running per-channel count, mean and sum of squared deviations (float64), merged exactly (Chan et al.).
+
+    With ``covariance`` the squared deviations are the full [C, C] cross-product matrix.
+    """
+
+    def __init__(self, channels: int, device: torch.device, covariance: bool = False):
         self.count = 0
+        self.covariance = covariance
         self.mean = torch.zeros(channels, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros_like(self.mean)
+        self.m2 = torch.zeros((channels, channels) if covariance else channels, dtype=torch.float64, device=device)
 
     def add(self, x: Tensor, boxes: Sequence[Box] | None, full_height: int) -> None:
         """Add each item of [N,C,h,w] inside its box (mapped from full resolution to this layer's stride)."""
@@ -60,21 +77,29 @@ class Moments:
             n = item.shape[1] * item.shape[2]
             if n == 0:
                 continue
-            var, mean = torch.var_mean(item.float(), dim=(1, 2), correction=0)
-            mean, m2 = mean.double(), var.double() * n
+            if self.covariance:
+                flat = item.reshape(item.shape[0], n).double()
+                mean = flat.mean(dim=1)
+                centred = flat - mean[:, None]
+                m2 = centred @ centred.T
+            else:
+                var, mean = torch.var_mean(item.float(), dim=(1, 2), correction=0)
+                mean, m2 = mean.double(), var.double() * n
             total = self.count + n
             delta = mean - self.mean
             self.mean += delta * (n / total)
-            self.m2 += m2 + delta * delta * (self.count * n / total)
+            spread = torch.outer(delta, delta) if self.covariance else delta * delta
+            self.m2 += m2 + spread * (self.count * n / total)
             self.count = total
 
     def result(self) -> tuple[Tensor, Tensor]:
-        """(mean, var) float32, shaped [1, C, 1, 1] to broadcast against activations."""
-        return self.mean.float().view(1, -1, 1, 1), (self.m2 / self.count).float().view(1, -1, 1, 1)
+        """(mean [1,C,1,1], variance [1,C,1,1] or covariance [C,C]), float32."""
+        second = (self.m2 / self.count).float()
+        return self.mean.float().view(1, -1, 1, 1), second if self.covariance else second.view(1, -1, 1, 1)
 
 
 class StatsPolicy:
-    """Answers a norm layer's (index, activations) with the (mean, var) to use, float32, broadcastable."""
+    """Answers a norm layer's (index, activations) with what the layer normalises by (see ``NormLayers.finish``)."""
 
     def __call__(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -83,19 +108,30 @@ class StatsPolicy:
 class PerInstance(StatsPolicy):
     """Standard instance normalisation: every batch item normalised by its own statistics."""
 
+    def __init__(self, layers: NormLayers):
+        self.layers = layers
+
     def __call__(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        if index in self.layers.covariance_layers:
+            flat = x.float().flatten(2)
+            mean = flat.mean(dim=2, keepdim=True)
+            centred = flat - mean
+            return self.layers.finish(index, mean[..., None], centred @ centred.transpose(1, 2) / flat.shape[2])
         var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
-        return mean, var
+        return self.layers.finish(index, mean, var)
 
 
 class Replay(StatsPolicy):
-    """Fixed statistics for every layer (already on the activations' device)."""
+    """Fixed statistics for every layer (already on the activations' device), finished once for all patches."""
 
-    def __init__(self, stats: NormStats):
-        self.stats = stats
+    def __init__(self, stats: NormStats, layers: NormLayers):
+        self.answers = [
+            layers.finish(i, mean.view(1, -1, 1, 1), second if second.dim() == 2 else second.view(1, -1, 1, 1))
+            for i, (mean, second) in enumerate(zip(stats.means, stats.variances))
+        ]
 
     def __call__(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.stats.means[index].view(1, -1, 1, 1), self.stats.variances[index].view(1, -1, 1, 1)
+        return self.answers[index]
 
 
 class ProbeDone(Exception):
@@ -108,9 +144,9 @@ class Probe(StatsPolicy):
     One Probe visits every patch of an image; set each batch's boxes with ``at``.
     """
 
-    def __init__(self, known: NormStats, layer: int, channels: int, device: torch.device):
-        self.known, self.layer = known, layer
-        self.moments = Moments(channels, device)
+    def __init__(self, known: NormStats, layer: int, layers: NormLayers, device: torch.device):
+        self.replay, self.layer = Replay(known, layers), layer
+        self.moments = Moments(layers.norm_channels[layer], device, layer in layers.covariance_layers)
         self.boxes: Sequence[Box] | None = None
         self.full_height = 1
 
@@ -120,31 +156,33 @@ class Probe(StatsPolicy):
 
     def __call__(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
         if index < self.layer:
-            return Replay(self.known)(index, x)
+            return self.replay(index, x)
         self.moments.add(x, self.boxes, self.full_height)
         raise ProbeDone
 
 
-def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height: int) -> NormStats:
+def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height: int,
+            layers: NormLayers) -> NormStats:
     """Run forward passes (``Stylizer.stages`` generators) in lockstep with statistics pooled over all of them.
 
     ``boxes[k]``: per-item boxes of pass k to pool over (None: whole items). Returns the
     statistics used; the passes' outputs are dropped as they finish.
     """
     requests: list = [next(p) for p in passes]
-    means, variances = [], []
+    means, seconds = [], []
     while any(r is not None for r in requests):
         index, first = next(r for r in requests if r is not None)
-        moments = Moments(first.shape[1], first.device)
+        moments = Moments(first.shape[1], first.device, index in layers.covariance_layers)
         for request, item_boxes in zip(requests, boxes):
             moments.add(request[1], item_boxes, full_height)
-        mean, var = moments.result()
+        mean, second = moments.result()
         means.append(mean.flatten().cpu())
-        variances.append(var.flatten().cpu())
+        seconds.append(second.cpu() if moments.covariance else second.flatten().cpu())
+        answer = layers.finish(index, mean, second)
         for k, p in enumerate(passes):
             requests[k] = None  # drop this pass's activations before it computes the next layer
             try:
-                requests[k] = p.send((mean, var))
+                requests[k] = p.send(answer)
             except StopIteration:
                 pass
-    return NormStats(tuple(means), tuple(variances))
+    return NormStats(tuple(means), tuple(seconds))

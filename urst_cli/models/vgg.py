@@ -1,0 +1,177 @@
+"""The VGG-19 family: AdaIN (Huang & Belongie 2017) and WCT (Li et al. 2017), with CAP-VSTNet's cWCT.
+
+Both encode to relu4_1 with the "normalised" VGG-19, transform the features to carry the
+style, and decode with the mirror decoder. Layer for layer the modules are the
+``nn.Sequential`` stacks of the widely used PyTorch files ``vgg_normalised.pth`` and
+``decoder.pth`` (naoto0804/pytorch-AdaIN), so those state dicts load unchanged. Input and
+output are RGB in [0, 1] (the encoder's first 1x1 convolution does the Caffe-style
+channel swap and mean subtraction).
+
+Under tiling the transform's content side is one norm layer (index 0, the relu4_1
+features): AdaIN normalises by channel mean/variance, WCT whitens by the full channel
+covariance, turned into a whitening matrix once per statistics by ``finish``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .base import Conditioning, Stages, Stylizer
+
+__all__ = ["AdaIN", "WCT", "encoder_layers", "decoder_layers", "STYLE_SIDE", "adain_condition", "wct_condition"]
+
+STYLE_SIDE = 512  # style images are encoded at this long side (as in the AdaIN and WCT papers' code)
+
+# (in, out) channels of the 3x3 convolutions up to relu4_1, "M" for 2x2 max pooling
+ENCODER = ((3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), (256, 256), "M",
+           (256, 512))
+# the decoder mirrors it: "U" for 2x nearest upsampling; no ReLU after the last convolution
+DECODER = ((512, 256), "U", (256, 256), (256, 256), (256, 256), (256, 128), "U", (128, 128), (128, 64), "U",
+           (64, 64), (64, 3))
+
+
+def encoder_layers() -> nn.Sequential:
+    """vgg_normalised up to relu4_1: module indices (hence state-dict keys) as in the published file."""
+    layers: list[nn.Module] = [nn.Conv2d(3, 3, 1)]
+    for item in ENCODER:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+        else:
+            layers += [nn.ReflectionPad2d(1), nn.Conv2d(*item, 3), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def decoder_layers() -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for item in DECODER:
+        if item == "U":
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        else:
+            layers += [nn.ReflectionPad2d(1), nn.Conv2d(*item, 3), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers[:-1])
+
+
+class _VGGStylizer(Stylizer):
+    # encoder: 1+1 at stride 1, 2+2 at 2, 4x4 at 4, 8 at 8, pooling 1+2+4 -> 44;
+    # decoder: 8 at 8, 4x4 at 4, 2+2 at 2, 1+1 at 1 -> 30; plus upsampling alignment
+    receptive_radius = 80
+    pad_multiple = 8
+    min_side = 32
+    norm_channels = (512,)
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = encoder_layers()
+        self.decoder = decoder_layers()
+
+    def encode(self, image: Tensor) -> Tensor:
+        return self.encoder(image)
+
+
+class AdaIN(_VGGStylizer):
+    """Adaptive instance normalisation at relu4_1: the content's mean/std replaced by the style's.
+
+    Conditioning: [(style std [1,512], style mean [1,512], alpha [1])]. With strength alpha the
+    decoded features are alpha * AdaIN(f) + (1 - alpha) * f, as in the paper; the blend is
+    folded into one per-channel scale and shift.
+    """
+
+    def stages(self, x: Tensor, cond: Conditioning) -> Stages:
+        f = self.encoder(x)
+        mean, var = yield 0, f
+        style_std, style_mean, alpha = cond[0]
+        alpha = alpha.view(1, 1, 1, 1)
+        inv_std = torch.rsqrt(var + self.eps)
+        scale = alpha * style_std.float()[:, :, None, None] * inv_std + (1 - alpha)
+        shift = alpha * (style_mean.float()[:, :, None, None] - style_std.float()[:, :, None, None] * mean * inv_std)
+        return self.decoder(f.mul_(scale.to(f.dtype)).add_(shift.to(f.dtype)))
+
+
+class WCT(_VGGStylizer):
+    """Whitening and colouring at relu4_1, by eigendecomposition ("svd") or Cholesky factors ("cwct").
+
+    Conditioning: [(colouring matrix [512,512], style mean [1,512], alpha [1])]. The content
+    side arrives as (mean, whitening matrix) from ``finish``, computed once per statistics.
+    cWCT (CAP-VSTNet) regularises with eps*I and uses Cholesky factors: stable when
+    eigenvalues repeat or vanish, and cheaper than an eigendecomposition.
+    """
+
+    covariance_layers = frozenset({0})
+    ridge = 1e-6  # times the mean eigenvalue (trace / C): scale-free; covariance error ~1e-4 at condition 1e3
+
+    def __init__(self, transform: str = "svd"):
+        super().__init__()
+        if transform not in ("svd", "cwct"):
+            raise ValueError(f"unknown transform {transform}")
+        self.transform = transform
+
+    def finish(self, index: int, mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
+        return mean, self.whitening(cov)
+
+    def _regularised(self, cov: Tensor) -> Tensor:
+        cov = cov.double()
+        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
+        return cov + self.ridge * scale * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+
+    def whitening(self, cov: Tensor) -> Tensor:
+        """W with W cov W^T = I (up to the ridge), float32."""
+        cov = self._regularised(cov)
+        if self.transform == "cwct":
+            lower = torch.linalg.cholesky(cov)
+            eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device).expand_as(cov)
+            return torch.linalg.solve_triangular(lower, eye, upper=False).float()
+        values, vectors = torch.linalg.eigh(cov)
+        return (vectors * values.clamp_min(1e-12).rsqrt()[..., None, :] @ vectors.transpose(-2, -1)).float()
+
+    def colouring(self, cov: Tensor) -> Tensor:
+        """C with C C^T = cov (up to the ridge), float32."""
+        cov = self._regularised(cov)
+        if self.transform == "cwct":
+            return torch.linalg.cholesky(cov).float()
+        values, vectors = torch.linalg.eigh(cov)
+        return (vectors * values.clamp_min(0).sqrt()[..., None, :] @ vectors.transpose(-2, -1)).float()
+
+    def stages(self, x: Tensor, cond: Conditioning) -> Stages:
+        f = self.encoder(x)
+        mean, whiten = yield 0, f
+        return self.decoder(self.recolour(f, mean, whiten, cond[0]))
+
+    @staticmethod
+    def recolour(f: Tensor, mean: Tensor, whiten: Tensor, style: tuple[Tensor, ...]) -> Tensor:
+        """alpha * (C W (f - m) + mu_s) + (1 - alpha) * f, as one matrix T (f - m) plus a shift."""
+        colour, style_mean, alpha = style
+        n, c, h, w = f.shape
+        transform = alpha * (colour.float() @ whiten) + (1 - alpha) * torch.eye(c, device=f.device)
+        centre = mean.float().view(-1, c, 1)
+        out = transform @ (f.float().reshape(n, c, h * w) - centre) + alpha * style_mean.float().view(1, c, 1)
+        out += (1 - alpha) * centre
+        return out.view(n, c, h, w).to(f.dtype).contiguous(memory_format=torch.channels_last)
+
+
+def _style_features(net: _VGGStylizer, styles: Sequence[np.ndarray]) -> list[Tensor]:
+    device = next(net.parameters()).device
+    return [net.encode(torch.from_numpy(s).permute(2, 0, 1)[None].float().div(255).to(device)).flatten(2)[0].double()
+            for s in styles]
+
+
+def adain_condition(net: AdaIN, styles: Sequence[np.ndarray], alpha: float, context=None) -> list[Conditioning]:
+    """One conditioning per style image (uint8 RGB at STYLE_SIDE)."""
+    conds = []
+    for f in _style_features(net, styles):
+        var, mean = torch.var_mean(f, dim=1, correction=0)
+        conds.append([((var + net.eps).sqrt().float()[None], mean.float()[None], torch.tensor([alpha], device=f.device))])
+    return conds
+
+
+def wct_condition(net: WCT, styles: Sequence[np.ndarray], alpha: float, context=None) -> list[Conditioning]:
+    conds = []
+    for f in _style_features(net, styles):
+        mean = f.mean(dim=1)
+        centred = f - mean[:, None]
+        cov = centred @ centred.T / f.shape[1]
+        conds.append([(net.colouring(cov), mean.float()[None], torch.tensor([alpha], device=f.device))])
+    return conds
