@@ -28,5 +28,9 @@ demo: install
 weights: install
 	$(PY) weights/convert.py
 
+# A memory/throughput sweep in fresh processes (4, 64 and 256 MP made from the shipped photo); a few minutes
+bench: install
+	$(VENV)/bin/urst bench --sizes 4,64,256
+
 clean:
 	rm -rf $(VENV) urst-demo .pytest_cache

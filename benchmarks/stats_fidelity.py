@@ -77,7 +77,7 @@ def main() -> None:
             for seed in args.seeds:
                 spec = SampleSpec(args.crops, args.crop_size, args.context, seed)
                 t0 = time.perf_counter()
-                stats = sampled_stats(runner, BandReader(path, pw, ph), spec)
+                stats = sampled_stats(runner, lambda: BandReader(path, pw, ph), spec)
                 seconds = time.perf_counter() - t0
                 per_seed.append(psnr(render(stats), exact))
             sampled_scores += per_seed

@@ -100,7 +100,7 @@ def test_other_formats(tmp_path, photo_300, painting, suffix):
 
 def test_multistyle_preset_and_pyramid(tmp_path, photo_300):
     out = tmp_path / "p.tif"
-    run_cli("stylize", photo_300, "--model", "multistyle26", "--preset", "19", "-o", out, "--pyramid",
+    run_cli("stylize", photo_300, "--preset", "19", "-o", out, "--pyramid",
             "--tile-size", "128", "--compression", "jpeg", check=True)
     with tifffile.TiffFile(out) as tif:
         assert len(tif.series[0].levels) >= 2

@@ -30,8 +30,11 @@ def _tiled(runner, path, stats, plan) -> np.ndarray:
     net = runner.model
     img = read_whole(path)
     reader = BandReader(path, valid_size(img.shape[1], net), valid_size(img.shape[0], net))
-    blocks = [block.clone() for _, block, _ in blend_rows(reader, runner, stats, plan)]
-    return torch.cat(blocks, dim=1)[:, :, : img.shape[1]].numpy()
+    def keep_float(blended, source):
+        return blended.permute(1, 2, 0).numpy()
+
+    blocks = [block.copy() for _, block in blend_rows(reader, runner, stats, plan, keep_float)]
+    return np.concatenate(blocks).transpose(2, 0, 1)
 
 
 def _whole(runner, path) -> np.ndarray:

@@ -6,8 +6,10 @@ Human messages and progress go to stderr; errors a user can cause end in one
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -18,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
-from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, UrstError
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated, UrstError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Paint photographs of any size in the style of a painting (URST, streamed through pyvips).")
@@ -112,7 +114,8 @@ def stylize(
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Output file; the extension picks the format (.tif .png .jpg .webp). "
                                                "Default: <input>_<style>.tif beside the input."),
-    model: str = typer.Option("magenta", "--model", "-m", help="Network to use (see `urst models`)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Network to use (see `urst models`); default "
+                                        "magenta, or multistyle26 when only --preset is given."),
     preset: list[int] = typer.Option([], "--preset", help="Built-in style 0-25 (model multistyle26); repeat to mix."),
     style_weights: Optional[str] = typer.Option(None, "--style-weights", help="Comma-separated weights of the "
                                                 "styles or presets, e.g. 0.7,0.3 (default: equal)."),
@@ -138,12 +141,18 @@ def stylize(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Patches per forward pass "
                                              "(default 1 on CPU, 8 on CUDA)."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="Where the network runs."),
+    precision: str = typer.Option("auto", "--precision", help="Convolution precision: float32, bfloat16, or auto "
+                                  "(bf16 on CUDA, and on CPUs with native bf16 for the VGG models; "
+                                  "statistics are float32 always)."),
     compression: CompressionChoice = typer.Option(CompressionChoice.deflate, "--compression",
                                                   help="TIFF compression."),
     quality: int = typer.Option(90, "--quality", min=1, max=100, help="JPEG/WebP quality (and JPEG-in-TIFF)."),
     tile_size: int = typer.Option(512, "--tile-size", min=16, help="TIFF tile side (a multiple of 16)."),
     pyramid: bool = typer.Option(False, "--pyramid", help="TIFF: add reduced-resolution levels (QuPath, OpenSlide)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists."),
+    resume: bool = typer.Option(False, "--resume", help="Keep finished rows on disk beside the output (about 3 "
+                                "bytes per pixel) and, if an earlier --resume run of this output was stopped, "
+                                "continue it: the result is the same as an uninterrupted run."),
     max_pixels: int = typer.Option(4 * 1024**3, "--max-pixels", min=1, help="Refuse inputs with more pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the crop positions for --stats sampled."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -156,7 +165,7 @@ def stylize(
 
       urst stylize scan.tif -s starry_night.jpg -o scan_starry.tif --pyramid
 
-      urst stylize photo.jpg --model multistyle26 --preset 19 -o out.png
+      urst stylize photo.jpg --preset 19 -o out.png
 
       urst stylize photo.jpg --model adain -s monet.jpg -s hokusai.jpg --style-weights 0.7,0.3 --alpha 0.8
     """
@@ -170,13 +179,16 @@ def stylize(
         mix_weights = [float(w) for w in style_weights.split(",")] if style_weights else None
     except ValueError:
         _fail(UrstError(f"--style-weights {style_weights}: give numbers separated by commas", EXIT_USAGE))
+    if model is None:
+        model = "multistyle26" if preset and not style else "magenta"
     out_path = output or default_output(input, style, preset, weights)
     job = Job(input=input, output=OutputSpec(out_path, compression.value, quality, tile_size, pyramid),
               model=model, styles=style, presets=preset, style_weights=mix_weights, alpha=alpha,
               preserve_color=preserve_color, weights=weights, transform=transform, weights_dir=weights_dir,
               stats=stats.value, thumb_size=thumb_size,
               sample=SampleSpec(seed=seed), patch_size=patch_size, overlap=overlap, batch_size=batch_size,
-              device=device.value, max_pixels=max_pixels, overwrite=overwrite)
+              device=device.value, precision=precision, max_pixels=max_pixels, overwrite=overwrite,
+              resume=resume)
     result = _run(job, show_progress=not quiet)
     if not quiet:
         err.print(_summary(result))
@@ -236,6 +248,126 @@ def weights_list(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir
 
 
 @app.command()
+def bench(
+    sizes: str = typer.Option("1,4,16,64,256", "--sizes", help="Input sizes in megapixels, comma-separated."),
+    input: Optional[Path] = typer.Option(None, "--input", help="Photo to resize to each size (default: the shipped one)."),
+    style: list[Path] = typer.Option([], "--style", "-s", help="Painting (default: the shipped Starry Night)."),
+    model: str = typer.Option("magenta", "--model", "-m", help="Network to measure."),
+    preset: list[int] = typer.Option([], "--preset", help="Built-in style (multistyle26)."),
+    stats: StatsChoice = typer.Option(StatsChoice.auto, "--stats", help="As in stylize."),
+    patch_size: Optional[int] = typer.Option(None, "--patch-size", min=64, help="As in stylize."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="As in stylize."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="As in stylize."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory."),
+    baseline: bool = typer.Option(False, "--baseline-whole", help="Also run each image whole, without tiling, "
+                                  "until it runs out of memory (as in the URST paper's memory figure)."),
+    memory_limit: float = typer.Option(16.0, "--memory-limit", min=0.5, help="GiB a whole-image baseline may "
+                                       "allocate before it counts as out of memory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (for scripts)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a chart of memory and time against "
+                                        "megapixels to this PNG (needs matplotlib: pip install urst[plot])."),
+) -> None:
+    """Measure time, throughput, peak memory and where the time goes, for a sweep of image sizes.
+
+    Each size runs in a fresh process, so its peak memory is its own.
+    """
+    from .bench import DATA, run_sweep
+    from .models import get_spec
+
+    try:
+        size_list = [float(v) for v in sizes.split(",") if v.strip()]
+        if not size_list or min(size_list) <= 0:
+            raise ValueError
+        spec = get_spec(model)
+    except ValueError:
+        _fail(UrstError(f"--sizes {sizes}: give positive megapixels separated by commas", EXIT_USAGE))
+    except UrstError as exc:
+        _fail(exc)
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            _fail(UrstError("--plot needs matplotlib: pip install 'urst[plot]'", EXIT_USAGE))
+    if input is not None and not input.is_file():
+        _fail(UrstError(f"{input}: no such file", 3))
+    styles = [str(p) for p in style] or ([str(DATA / "starry_night.jpg")] if spec.style == "image" else [])
+    options = {"source_path": str(input or DATA / "sunset_hills.jpg"), "styles": styles, "presets": preset
+               or ([0] if spec.style == "preset" else []), "model": model, "stats": stats.value,
+               "patch_size": patch_size, "batch_size": batch_size, "device": device.value,
+               "weights_dir": str(weights_dir) if weights_dir else None, "memory_limit": int(memory_limit * 2**30)}
+    table = _BenchTable(enabled=not as_json)
+    rows = run_sweep(size_list, options, baseline, table.add)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    if plot is not None:
+        _plot(rows, plot)
+        err.print(f"chart: {plot}")
+
+
+class _BenchTable:
+    """Prints one row per size as soon as it is measured."""
+
+    STAGES = ("read", "stats", "model", "blend", "write")
+
+    def __init__(self, enabled: bool):
+        from rich.console import Console
+
+        self.out = Console(highlight=False) if enabled else None
+        self.started = False
+
+    def add(self, row: dict) -> None:
+        if self.out is None:
+            return
+        if not self.started:
+            self.out.print(f"{'size':>15} {'MP':>7} {'time s':>8} {'MP/s':>6} {'RSS MiB':>8} {'GPU MiB':>8} "
+                           f"{'pipe/model':>10}  " + " ".join(f"{s:>6}" for s in self.STAGES) + "  whole image",
+                           soft_wrap=True)
+            self.started = True
+        t = row["tiled"]
+        size = f"{row['width']}x{row['height']}"
+        if "error" in t:
+            self.out.print(f"{size:>15} {row['megapixels']:7.1f}  failed: {t['error']}", markup=False, soft_wrap=True)
+            return
+        stylize = t["seconds"] - t["stages"].get("setup", 0) - t["stages"].get("stats", 0)
+        stages = " ".join(f"{t['stages'].get(s, 0):6.1f}" for s in self.STAGES)
+        gpu = f"{t['peak_gpu_mib']:8.0f}" if "peak_gpu_mib" in t else f"{'-':>8}"
+        whole = row.get("whole")
+        whole_text = ("" if whole is None else "out of memory" if whole.get("oom") else
+                      f"failed: {whole['error']}" if "error" in whole else
+                      f"{whole['seconds']:.1f} s, {whole['peak_rss_mib']:.0f} MiB")
+        self.out.print(f"{size:>15} {row['megapixels']:7.1f} {t['seconds']:8.1f} "
+                       f"{row['megapixels'] / t['seconds']:6.2f} {t['peak_rss_mib']:8.0f} {gpu} "
+                       f"{stylize / t['model_alone_seconds']:10.2f}  {stages}  {whole_text}", markup=False,
+                       soft_wrap=True)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "error" not in r["tiled"]]
+    mp = [r["megapixels"] for r in ok]
+    fig, (mem, secs) = plt.subplots(1, 2, figsize=(10, 4))
+    mem.plot(mp, [r["tiled"]["peak_rss_mib"] for r in ok], "o-", label="urst (tiled)")
+    secs.plot(mp, [r["tiled"]["seconds"] for r in ok], "o-", label="urst (tiled)")
+    whole = [r for r in rows if r.get("whole") and not r["whole"].get("oom") and "error" not in r["whole"]]
+    if whole:
+        mem.plot([r["megapixels"] for r in whole], [r["whole"]["peak_rss_mib"] for r in whole], "s--",
+                 label="whole image")
+        secs.plot([r["megapixels"] for r in whole], [r["whole"]["seconds"] for r in whole], "s--",
+                  label="whole image")
+    for axis, label in ((mem, "peak RSS (MiB)"), (secs, "time (s)")):
+        axis.set_xscale("log")
+        axis.set_xlabel("megapixels")
+        axis.set_ylabel(label)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+@app.command()
 def demo(
     size: int = typer.Option(8000, "--size", min=256, help="Long side, in pixels, to enlarge the shipped photo to."),
     out_dir: Path = typer.Option(Path("urst-demo"), "--out-dir", help="Where the enlarged photo and the result go."),
@@ -269,14 +401,26 @@ def _run(job, show_progress: bool):
     from .job import run
 
     progress = _RichProgress(enabled=show_progress and err.is_terminal)
+    kept = "; finished rows are kept: run it again with --resume to continue" if job.resume else \
+        "; nothing was written"
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with progress.bar:
             return run(job, progress)
     except UrstError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        err.print("Interrupted; nothing was written.")
+        err.print(f"Interrupted{kept}.")
         raise typer.Exit(EXIT_INTERRUPTED)
+    except Terminated:
+        err.print(f"Terminated{kept}.")
+        raise typer.Exit(EXIT_TERMINATED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def _summary(result) -> str:
@@ -296,6 +440,8 @@ def entry() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        sys.exit(EXIT_TERMINATED)
     except Exception as exc:  # a bug, not a user error: still no wall of text unless asked
         if os.environ.get("URST_DEBUG"):
             raise

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .heap import trim_heap
 from .models import Box, Conditioning, NormStats, Replay, StatsPolicy, Stylizer, collect, pad_to_valid
 from .reader import BandReader
 from .tiling import Axis, plan_axis
+from .timing import Stopwatch
 
-__all__ = ["TilePlan", "Runner", "iter_batches", "window_patches", "blend_rows", "stylize_rows"]
+__all__ = ["TilePlan", "Runner", "iter_batches", "window_patches", "Finish", "row_ends", "blend_rows", "stylize_rows"]
 
 OUTPUT_ROWS = 64  # rows per block handed to the writer
 
@@ -42,9 +44,13 @@ class TilePlan:
 class Runner:
     """Runs one stylizer with one style on one device: uint8 patches in, float32 [0,1] tensors out."""
 
-    def __init__(self, model: Stylizer, cond: Conditioning, device: torch.device):
+    def __init__(self, model: Stylizer, cond: Conditioning, device: torch.device, bfloat16: bool | None = None):
+        """``bfloat16``: run convolutions under bf16 autocast (statistics stay float32); None: on CUDA only."""
         self.model, self.cond, self.device = model, cond, device
-        self._autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+        if bfloat16 is None:
+            bfloat16 = device.type == "cuda"
+        self.bfloat16 = bfloat16
+        self._autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else nullcontext()
 
     def to_tensor(self, patches: np.ndarray) -> Tensor:
         """uint8 [B,H,W,>=3] -> float32 [B,3,H,W] in [0,1] on the device (copied as uint8: 4x less traffic)."""
@@ -70,10 +76,13 @@ class Runner:
             return collect([lazy_pass(p) for p in inputs], boxes, full_height, self.model)
 
 
-def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int) -> Iterator[tuple[int, np.ndarray, list[int]]]:
-    """(row index, the band's pixels, column indices of one batch), band by band, top to bottom."""
-    for r, top in enumerate(rows.starts):
-        band = reader.read(top, top + rows.window)
+def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int, clock: Stopwatch = Stopwatch(),
+                 first_row: int = 0) -> Iterator[tuple[int, np.ndarray, list[int]]]:
+    """(row index, the band's pixels, column indices of one batch), band by band from ``first_row`` down."""
+    for r in range(first_row, len(rows)):
+        top = rows.starts[r]
+        with clock("read"):
+            band = reader.read(top, top + rows.window)
         for first in range(0, len(cols), batch):
             yield r, band, list(range(first, min(first + batch, len(cols))))
 
@@ -83,47 +92,105 @@ def window_patches(band: np.ndarray, cols: Axis, js: list[int]) -> np.ndarray:
     return np.stack([band[:, cols.starts[j]: cols.starts[j] + cols.window] for j in js])
 
 
+Finish = Callable[[Tensor, np.ndarray], np.ndarray]
+"""Turns blended float32 [3, n, w] (device) and the same input pixels uint8 [n, w, bands] into output [n, w, c]."""
+
+
+def row_ends(rows: Axis, height: int) -> list[int]:
+    """Per band row, the output row up to which it completes the image (exclusive).
+
+    Rows from the next boundary's ramp on still get a share from the next band row.
+    """
+    return [min(rows.length if r == len(rows) - 1 else rows.bounds[r + 1] - rows.feather // 2, height)
+            for r in range(len(rows))]
+
+
 def blend_rows(
     reader: BandReader,
     runner: Runner,
     stats: NormStats,
     plan: TilePlan,
+    finish: Finish,
     on_patches: Callable[[int], None] = lambda n: None,
-) -> Iterator[tuple[int, Tensor, np.ndarray]]:
-    """Yield (first row, float32 [3, n, padded width] on the device, the same rows of the input band).
+    clock: Stopwatch = Stopwatch(),
+    start_row: int = 0,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first row, finished rows [n, width, c]) band row by band row, tiling rows [start_row, height).
 
-    Consecutive blocks tile the image's rows [0, height) exactly; values are in [0, 1] before rounding.
-    A block is a view of a reused buffer: valid (and free to modify) until the next one is requested.
+    ``start_row`` (resuming) must be one of ``row_ends``: the band row that completed it is
+    run again for its share of the next one's rows, and only rows after it are yielded.
+
+    Blending stays in float32 only where it is still open: a strip of columns as wide as one
+    batch of windows, and the rows the next band row will add to (the carry). Columns are
+    finished (``finish``, e.g. rounding to uint8) as soon as no later window reaches them, so
+    the only buffer as large as a band row holds finished values: 4x less memory than a
+    float accumulator at any image width. A yielded block is a view of a reused buffer, valid
+    until the next one is requested.
     """
     cols, rows = plan.axes(reader.padded_width, reader.padded_height)
-    policy = Replay(stats.to(runner.device), runner.model)
-    # one accumulator for every band row (allocated once: no churn of width-sized buffers)
-    buffer = torch.empty(3, rows.window, cols.length, device=runner.device)
-    acc = carry = None
-    for r, band, js in iter_batches(reader, cols, rows, plan.batch):
+    width, dev = reader.width, runner.device
+    policy = Replay(stats.to(dev), runner.model)
+    strip = torch.zeros(3, rows.window, min(cols.length, plan.batch * cols.window), device=dev)
+    # the next band row adds to the rows from the next boundary's ramp on: at most this many
+    carry_rows = max((rows.support(r)[1] - rows.bounds[r + 1] + rows.feather // 2 for r in range(len(rows) - 1)),
+                     default=0)
+    carry = torch.zeros(3, carry_rows, width, device=dev)  # rows [0, carried) are added to the next band row
+    carried = 0
+    finished: np.ndarray | None = None
+    strip_left = 0  # image column of the strip's first column
+    ends = row_ends(rows, reader.height)
+    replayed = ends.index(start_row) if start_row else -1  # ValueError: not where a band row ends
+    on_patches(max(replayed, 0) * len(cols))
+    for r, band, js in iter_batches(reader, cols, rows, plan.batch, clock, max(replayed, 0)):
         top = rows.starts[r]
         lo, hi = rows.support(r)
+        last = r == len(rows) - 1
+        emit_end = hi if last else rows.bounds[r + 1] - rows.feather // 2
+        emitted = 0 if r == replayed else ends[r] - lo
+        row_weights = torch.from_numpy(rows.weights(r)[lo - top: hi - top]).to(dev)[:, None]
+
+        def settle(a: int, b: int) -> None:
+            """Columns [a, b) of this band row are complete: weight, add and save the carry, finish."""
+            nonlocal finished
+            b = min(b, width)
+            if a >= b:
+                return
+            part = strip[:, : hi - lo, a - strip_left: b - strip_left]
+            part *= row_weights
+            part[:, :carried] += carry[:, :carried, a:b]
+            if not last:
+                carry[:, : hi - emit_end, a:b] = part[:, emit_end - lo:]
+            if emitted > 0:
+                done = finish(part[:, :emitted], band[lo - top: lo - top + emitted, a:b])
+                if finished is None:
+                    finished = np.empty((rows.window, width, done.shape[2]), done.dtype)
+                finished[:emitted, a:b] = done
+
+        first = cols.support(js[0])[0]
         if js[0] == 0:
-            acc = buffer[:, : hi - lo].zero_()
-        out = runner(runner.to_tensor(window_patches(band, cols, js)), policy)[:, :, lo - top: hi - top]
+            strip_left = 0
+            strip.zero_()
+        else:  # columns left of this batch's first window are complete; slide the strip to it
+            settle(strip_left, first)
+            kept = strip[:, :, first - strip_left:].clone()
+            strip.zero_()
+            strip[:, :, : kept.shape[2]] = kept
+            strip_left = first
+        with clock("model"):
+            out = runner(runner.to_tensor(window_patches(band, cols, js)), policy)[:, :, lo - top: hi - top]
         for k, j in enumerate(js):
             c0, c1 = cols.support(j)
             left = cols.starts[j]
-            wx = torch.from_numpy(cols.weights(j)[c0 - left: c1 - left]).to(runner.device)
-            acc[:, :, c0:c1] += out[k, :, :, c0 - left: c1 - left] * wx
+            wx = torch.from_numpy(cols.weights(j)[c0 - left: c1 - left]).to(dev)
+            strip[:, : hi - lo, c0 - strip_left: c1 - strip_left] += out[k, :, :, c0 - left: c1 - left] * wx
         on_patches(len(js))
         if js[-1] != len(cols) - 1:
             continue  # the band row is not complete yet
-        acc *= torch.from_numpy(rows.weights(r)[lo - top: hi - top]).to(runner.device)[:, None]
-        if carry is not None:
-            acc[:, : carry.shape[1]] += carry
-        last = r == len(rows) - 1
-        # rows from the next boundary's ramp on still get a share from the next band row
-        emit_end = hi if last else rows.bounds[r + 1] - rows.feather // 2
-        carry = None if last else acc[:, emit_end - lo:].clone()
-        emit_end = min(emit_end, reader.height)
-        if emit_end > lo:
-            yield lo, acc[:, : emit_end - lo], band[lo - top: emit_end - top]
+        settle(strip_left, cols.length)
+        carried = 0 if last else hi - emit_end
+        trim_heap()
+        if emitted > 0:
+            yield lo, finished[:emitted]
 
 
 def stylize_rows(
@@ -133,18 +200,26 @@ def stylize_rows(
     plan: TilePlan,
     on_patches: Callable[[int], None] = lambda n: None,
     preserve_color: bool = False,
+    clock: Stopwatch = Stopwatch(),
+    start_row: int = 0,
+    on_band: Callable[[int], None] = lambda rows_done: None,
 ) -> Iterator[np.ndarray]:
-    """Yield the stylized image as consecutive blocks of rows: uint8 [n, width, 3 (+ alpha)]."""
-    width = reader.width
-    for _, block, source in blend_rows(reader, runner, stats, plan, on_patches):
-        # a few rows at a time: the blocks queued for the writer stay small at any image width
-        for top in range(0, block.shape[1], OUTPUT_ROWS):
-            part = block[:, top: top + OUTPUT_ROWS, :width]
-            rows = source[top: top + OUTPUT_ROWS, :width]
-            if preserve_color:
-                part = keep_colours(part, rows, runner.device)
-            rgb = part.clamp_(0, 1).mul_(255).add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-            yield np.concatenate([rgb, rows[:, :, 3:]], axis=2) if rows.shape[2] > 3 else rgb
+    """Yield the stylized image from ``start_row`` (see ``blend_rows``) as consecutive blocks of rows:
+    uint8 [n, width, 3 (+ alpha)]. ``on_band(rows done)`` runs after each band row's last block.
+    """
+    if start_row >= reader.height:
+        return
+    def to_uint8(blended: Tensor, source: np.ndarray) -> np.ndarray:
+        if preserve_color:
+            blended = keep_colours(blended, source, runner.device)
+        rgb = blended.clamp_(0, 1).mul_(255).add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return np.concatenate([rgb, source[:, :, 3:]], axis=2) if source.shape[2] > 3 else rgb
+
+    for first, block in blend_rows(reader, runner, stats, plan, to_uint8, on_patches, clock, start_row):
+        # copies of a few rows: the writer's queue never holds the reused buffer, and stays small at any width
+        for top in range(0, block.shape[0], OUTPUT_ROWS):
+            yield block[top: top + OUTPUT_ROWS].copy()
+        on_band(first + block.shape[0])
 
 
 LUMA = (0.299, 0.587, 0.114)  # BT.601, as in JPEG's YCbCr

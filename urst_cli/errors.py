@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["UrstError", "EXIT_USAGE", "EXIT_INPUT", "EXIT_OUTPUT", "EXIT_INTERRUPTED"]
+__all__ = ["UrstError", "Terminated", "EXIT_USAGE", "EXIT_INPUT", "EXIT_OUTPUT", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 EXIT_FAILURE = 1      # anything else that went wrong in a run
 EXIT_USAGE = 2        # a bad option or argument (Typer/Click use 2 as well)
 EXIT_INPUT = 3        # the input or style image is missing, unreadable or unsupported
 EXIT_OUTPUT = 4       # the output cannot be written (exists, unwritable, disk full)
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it: 128 + 2
+EXIT_TERMINATED = 143   # SIGTERM: 128 + 15
 
 
 class UrstError(Exception):
@@ -17,3 +18,7 @@ class UrstError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_FAILURE):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so a run unwinds (and cleans up) as on Ctrl-C."""

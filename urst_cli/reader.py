@@ -24,6 +24,7 @@ from .errors import EXIT_INPUT, UrstError
 __all__ = ["ImageInfo", "probe", "open_rgb", "BandReader", "padded_index", "reflects", "read_thumbnail", "read_crops", "read_whole",
            "read_style"]
 
+MIN_STYLE_SIDE = 16
 DEFAULT_MAX_PIXELS = 4 * 1024**3  # 4 gigapixels; declared sizes above this are refused before decoding
 
 
@@ -185,7 +186,10 @@ class BandReader:
 def read_whole(path: str | os.PathLike) -> np.ndarray:
     """The whole image as uint8 [H, W, 3] (only for images known to be small)."""
     rgb, _ = open_rgb(path, "sequential")
-    return rgb.numpy()
+    try:
+        return rgb.numpy()
+    except pyvips.Error as exc:
+        raise UrstError(f"{path}: image data unreadable ({_first_line(exc)})", EXIT_INPUT) from None
 
 
 def read_thumbnail(path: str | os.PathLike, long_side: int) -> np.ndarray:
@@ -200,7 +204,10 @@ def read_thumbnail(path: str | os.PathLike, long_side: int) -> np.ndarray:
 def read_style(path: str | os.PathLike, side: int, square: bool) -> np.ndarray:
     """A style image as uint8 RGB: its centre square resized to side x side, or resized to a long side of ``side``."""
     path = Path(path)
-    _load(path, "sequential")  # clear errors for missing, empty and unreadable files
+    header = _load(path, "sequential")  # clear errors for missing, empty and unreadable files
+    if min(header.width, header.height) < MIN_STYLE_SIDE:
+        raise UrstError(f"{path}: style image too small ({header.width}x{header.height}; a painting needs at "
+                        f"least {MIN_STYLE_SIDE} px a side to show its brushwork)", EXIT_INPUT)
     try:
         if square:
             thumb = pyvips.Image.thumbnail(str(path), side, height=side, crop="centre", size="force", fail_on="error")

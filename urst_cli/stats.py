@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .engine import Runner, TilePlan, iter_batches, window_patches
+from .heap import trim_heap
 from .models import NormStats, Probe, ProbeDone
 from .reader import BandReader, read_crops
 
@@ -109,13 +110,18 @@ def _place(rng: np.random.Generator, lo: int, hi: int, size: int, multiple: int)
     return start, start + size
 
 
-def sampled_stats(runner: Runner, reader: BandReader, spec: SampleSpec) -> NormStats:
+def sampled_stats(runner: Runner, open_reader: Callable[[], BandReader], spec: SampleSpec) -> NormStats:
     """Statistics pooled over a stratified sample of full-resolution crops.
 
     Every crop is its own forward pass; the passes advance layer by layer together, so each
     layer pools over all crops while memory holds only their paused activations and one
     crop's working set.
     """
+    reader = open_reader()
     boxes = sample_boxes(reader.padded_width, reader.padded_height, spec)
     crops = read_crops(reader, [outer for outer, _ in boxes])
-    return runner.collect((crop[None] for crop in crops), [[inner] for _, inner in boxes], crops[0].shape[0])
+    del reader  # its band buffer and libvips' decoding state are as wide as the image
+    trim_heap()
+    stats = runner.collect((crop[None] for crop in crops), [[inner] for _, inner in boxes], crops[0].shape[0])
+    trim_heap()
+    return stats

@@ -17,6 +17,7 @@ import struct
 import threading
 import zlib
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,6 +25,7 @@ import numpy as np
 import pyvips
 
 from .errors import EXIT_OUTPUT, UrstError
+from .timing import Stopwatch
 
 __all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows"]
 
@@ -149,12 +151,15 @@ def _verify(path: Path, width: int, height: int) -> None:
         raise UrstError(f"the written file is {check.width}x{check.height}, expected {width}x{height}", EXIT_OUTPUT)
 
 
-def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int, spec: OutputSpec) -> None:
+def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int, spec: OutputSpec,
+               clock: Stopwatch = Stopwatch()) -> None:
     """Write row blocks (uint8 [n, width, bands], top to bottom, ``height`` rows in all) to ``spec.path``.
 
     The caller's loop (the engine) runs in this thread; libvips encodes and writes in a
-    saver thread. On any failure, KeyboardInterrupt included, the temporary file is removed.
+    saver thread. ``clock`` is charged ("write") only for the time this thread waits on the
+    writer. On any failure, KeyboardInterrupt included, the temporary file is removed.
     """
+    _remove_orphans(spec.path)
     tmp = spec.path.with_name(f".{spec.path.name}.{os.getpid()}.partial")
     pipe: queue.Queue = queue.Queue(maxsize=1)  # one block in flight: compute and writing overlap, memory stays flat
     failure: list[BaseException] = []
@@ -172,13 +177,15 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
     thread.start()
     try:
         for block in blocks:
-            _put(pipe, block, thread, failure)
-        _put(pipe, None, thread, failure)
-        thread.join()
-        if failure:
-            raise failure[0]
-        _verify(tmp, width, height)
-        os.replace(tmp, spec.path)
+            with clock("write"):
+                _put(pipe, block, thread, failure)
+        with clock("write"):
+            _put(pipe, None, thread, failure)
+            thread.join()
+            if failure:
+                raise failure[0]
+            _verify(tmp, width, height)
+            os.replace(tmp, spec.path)
     except BaseException as exc:
         _drain(pipe)
         pipe.put(_Abort())
@@ -189,6 +196,24 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
         if isinstance(exc, OSError):
             raise UrstError(f"cannot write {spec.path}: {exc.strerror or exc}", EXIT_OUTPUT) from None
         raise
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete partial files of this output left by runs that were killed outright (kill -9, power loss)."""
+    for partial in path.parent.glob(f".{glob_escape(path.name)}.*.partial"):
+        pid = partial.name[len(path.name) + 2: -len(".partial")]
+        if pid.isdigit() and not _alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _put(pipe: queue.Queue, item, thread: threading.Thread, failure: list) -> None:

@@ -1,0 +1,28 @@
+"""urst bench: a real (tiny) sweep in fresh processes, with the whole-image baseline and a chart."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli
+
+
+def test_bench_reports_every_size_with_a_time_split(tmp_path):
+    chart = tmp_path / "chart.png"
+    proc = run_cli("bench", "--sizes", "0.05,0.2", "--json", "--baseline-whole", "--plot", chart, check=True)
+    rows = json.loads(proc.stdout)
+    assert [round(r["megapixels"], 2) for r in rows] == [0.05, 0.2]
+    for row in rows:
+        tiled = row["tiled"]
+        assert tiled["width"] * tiled["height"] == row["width"] * row["height"]
+        assert set(tiled["stages"]) >= {"setup", "stats", "read", "model", "blend", "write"}
+        assert abs(sum(tiled["stages"].values()) - tiled["seconds"]) < 0.05 * tiled["seconds"] + 0.05
+        assert tiled["peak_rss_mib"] > 100 and tiled["model_alone_seconds"] > 0
+        assert row["whole"]["oom"] is False and row["whole"]["seconds"] > 0
+    assert chart.stat().st_size > 1000
+
+
+def test_bench_whole_baseline_reports_running_out_of_memory():
+    # 4 MP whole needs ~1.7 GiB of data on CPU; torch itself needs ~0.8 GiB to import
+    proc = run_cli("bench", "--sizes", "4", "--json", "--baseline-whole", "--memory-limit", "1.5", check=True)
+    assert json.loads(proc.stdout)[0]["whole"]["oom"] is True

@@ -1,0 +1,149 @@
+"""``urst bench``: what this machine does with a given model, size by size.
+
+Each size runs in a fresh Python process (``python -m urst_cli.bench RUN-SPEC``), so the peak
+memory reported is that run's alone. Inputs are made on the fly from a real photo with
+libvips (resized to the requested megapixels, streamed to a JPEG), outputs are tiled
+BigTIFFs in a scratch directory removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["run_sweep", "make_input"]
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def make_input(source: Path, megapixels: float, dest: Path) -> tuple[int, int]:
+    """``source`` resized (aspect kept) to about ``megapixels``, written as a JPEG; returns its size."""
+    import pyvips
+
+    img = pyvips.Image.new_from_file(str(source), access="sequential")
+    scale = math.sqrt(megapixels * 1e6 / (img.width * img.height))
+    img = img.resize(scale)
+    img.jpegsave(str(dest), Q=90)
+    return img.width, img.height
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(spec: dict) -> dict:
+    """One measurement, in this (fresh) process: a tiled job, or the whole image in one piece."""
+    import torch
+
+    from .engine import Runner
+    from .job import Job, conditioning, load_model, make_plan, pick_device, run
+    from .models import PerInstance, Replay, pad_to_valid
+    from .reader import BandReader
+    from .stats import whole_stats
+    from .stats import SampleSpec
+    from .timing import Stopwatch
+    from .writer import OutputSpec
+
+    job = Job(input=Path(spec["input"]), output=OutputSpec(Path(spec["output"])), model=spec["model"],
+              styles=[Path(p) for p in spec["styles"]], presets=spec["presets"], stats=spec["stats"],
+              patch_size=spec["patch_size"], batch_size=spec["batch_size"], device=spec["device"],
+              weights_dir=Path(spec["weights_dir"]) if spec["weights_dir"] else None, sample=SampleSpec(),
+              overwrite=True)
+    device = pick_device(job.device)
+    cuda = device.type == "cuda"
+    if spec["mode"] == "whole":
+        from .reader import read_whole
+
+        model = load_model(job, device)
+        runner = Runner(model, conditioning(job, model, device), device)
+        started = time.perf_counter()
+        try:
+            x = pad_to_valid(runner.to_tensor(read_whole(job.input)[None]), model)
+            runner(x, PerInstance(model))
+            if cuda:
+                torch.cuda.synchronize()
+        except (RuntimeError, MemoryError) as exc:  # torch's CPU and CUDA allocators both raise RuntimeError
+            if "memory" not in str(exc).lower():
+                raise
+            return {"oom": True, "seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
+        result = {"oom": False, "seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
+    else:
+        clock = Stopwatch(torch.cuda.synchronize if cuda else None)
+        done = run(job, clock=clock)
+        result = {"seconds": done.seconds, "stages": done.stages, "patches": done.patches,
+                  "stats_mode": done.stats_mode, "peak_rss_mib": _peak_rss_mib(), "width": done.width,
+                  "height": done.height}
+        # the model alone on the same patches: warm, no I/O, no blending
+        model = load_model(job, device)
+        runner = Runner(model, conditioning(job, model, device), device)
+        plan = make_plan(job, model, device)
+        # real pixels (the input's top-left window, repeated to a batch), statistics replayed as in the pipeline
+        window = BandReader(job.input, plan.patch, plan.patch).read(0, plan.patch)[:, :, :3]
+        patches = runner.to_tensor(np.stack([window] * plan.batch))
+        policy = Replay(whole_stats(runner, window).to(device), model)
+        runner(patches, policy)
+        repeats = 5
+        started = time.perf_counter()
+        for _ in range(repeats):
+            runner(patches, policy)
+        if cuda:
+            torch.cuda.synchronize()
+        per_batch = (time.perf_counter() - started) / repeats
+        result["model_alone_seconds"] = per_batch * math.ceil(done.patches / plan.batch)
+    if cuda:
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambda row: None) -> list[dict]:
+    """Measure every size (and the whole-image baseline up to where it runs out of memory)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="urst-bench-") as scratch:
+        whole_failed = False
+        for mp in sizes:
+            path = Path(scratch) / f"input_{mp:g}mp.jpg"
+            width, height = make_input(Path(options["source_path"]), mp, path)
+            spec = {**options, "input": str(path), "output": str(Path(scratch) / "out.tif"), "mode": "tiled"}
+            row = {"megapixels": width * height / 1e6, "width": width, "height": height,
+                   "tiled": _spawn(spec)}
+            if baseline and not whole_failed:
+                row["whole"] = _spawn({**spec, "mode": "whole"}, options.get("memory_limit"))
+                whole_failed = row["whole"].get("oom", False) or "error" in row["whole"]
+            path.unlink()
+            rows.append(row)
+            on_result(row)
+    return rows
+
+
+def _spawn(spec: dict, memory_limit: int | None = None) -> dict:
+    """Run one measurement in a fresh interpreter; a memory limit makes the whole-image baseline fail cleanly."""
+    def limit():
+        if memory_limit:
+            resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
+
+    proc = subprocess.run([sys.executable, "-m", "urst_cli.bench", json.dumps(spec)], capture_output=True,
+                          text=True, preexec_fn=limit)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        text = lines[-1] if lines else f"exit {proc.returncode}"
+        oom = proc.returncode in (-9, 137) or "memory" in text.lower()
+        return {"oom": oom, "error": text}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    from .errors import UrstError
+
+    try:
+        print(json.dumps(_child(json.loads(sys.argv[1]))))
+    except UrstError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
