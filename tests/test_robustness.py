@@ -194,7 +194,8 @@ def test_unusual_pixel_formats_are_converted(tmp_path, photo):
 
 def test_one_pixel_wide_and_very_tall(tmp_path, photo):
     src = tmp_path / "line.png"
-    pyvips.Image.new_from_file(str(photo)).resize(1 / 3000, vscale=100000 / 2056).write_to_file(str(src))
+    img = pyvips.Image.new_from_file(str(photo))
+    img.resize(1 / img.width, vscale=100000 / img.height).write_to_file(str(src))
     out = tmp_path / "line.tif"
     run_cli("stylize", src, "--preset", "0", "-o", out, "-q", check=True)
     result = pyvips.Image.new_from_file(str(out))
@@ -252,3 +253,14 @@ def test_fuzz_fast_subset(tmp_path, photo):
 @pytest.mark.slow
 def test_fuzz_all_512_corruptions(tmp_path, photo):
     _fuzz(tmp_path, photo, every=1)
+
+
+def test_corrupt_weights_end_in_one_line(tmp_path, photo, painting):
+    src = resized(photo, tmp_path / "p.png", 64, 48)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for stem in ("vgg_normalised", "vgg_decoder"):
+        (weights / f"{stem}.safetensors").write_bytes(np.random.default_rng(0).bytes(5000))
+    proc = run_cli("stylize", src, "-m", "adain", "-s", painting, "-o", tmp_path / "o.tif", "--weights-dir", weights)
+    _error(proc, 1, "unreadable")
+    assert not (tmp_path / "o.tif").exists()
