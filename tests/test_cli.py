@@ -169,3 +169,18 @@ def test_no_visible_seams(tmp_path, photo, painting):
     out = tmp_path / "s.tif"
     run_cli("stylize", src, "-s", painting, "-o", out, "--stats", "sampled", "--patch-size", "256", check=True)
     assert seam_ratio(pyvips.Image.new_from_file(str(out)).numpy(), 256, 64) <= 1.03
+
+
+def test_compressions_work_or_are_refused_up_front(tmp_path, photo_300):
+    """Every advertised TIFF compression either writes a readable file or fails at once with one line."""
+    from urst_cli.writer import COMPRESSIONS, tiff_compression_available
+
+    for compression in COMPRESSIONS:
+        out = tmp_path / f"{compression}.tif"
+        proc = run_cli("stylize", photo_300, "--preset", "1", "-o", out, "--compression", compression, "-q")
+        if tiff_compression_available(compression):
+            assert proc.returncode == 0, proc.stderr
+            assert pyvips.Image.new_from_file(str(out)).width == 300
+        else:
+            _error(proc, 2, "cannot write it")
+            assert not out.exists()

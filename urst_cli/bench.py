@@ -44,7 +44,7 @@ def _child(spec: dict) -> dict:
     import torch
 
     from .engine import Runner
-    from .job import Job, conditioning, load_model, make_plan, pick_device, run
+    from .job import Job, conditioning, load_model, make_plan, pick_device, run, use_bfloat16
     from .models import PerInstance, Replay, pad_to_valid
     from .reader import BandReader
     from .stats import whole_stats
@@ -63,7 +63,7 @@ def _child(spec: dict) -> dict:
         from .reader import read_whole
 
         model = load_model(job, device)
-        runner = Runner(model, conditioning(job, model, device), device)
+        runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
         started = time.perf_counter()
         try:
             x = pad_to_valid(runner.to_tensor(read_whole(job.input)[None]), model)
@@ -83,7 +83,7 @@ def _child(spec: dict) -> dict:
                   "height": done.height}
         # the model alone on the same patches: warm, no I/O, no blending
         model = load_model(job, device)
-        runner = Runner(model, conditioning(job, model, device), device)
+        runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
         plan = make_plan(job, model, device)
         # real pixels (the input's top-left window, repeated to a batch), statistics replayed as in the pipeline
         window = BandReader(job.input, plan.patch, plan.patch).read(0, plan.patch)[:, :, :3]

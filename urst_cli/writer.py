@@ -11,6 +11,7 @@ failed or interrupted run leaves no file behind.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import struct
@@ -24,7 +25,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pyvips
 
-from .errors import EXIT_OUTPUT, UrstError
+from .errors import EXIT_OUTPUT, EXIT_USAGE, UrstError
 from .timing import Stopwatch
 
 __all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows"]
@@ -64,10 +65,24 @@ def check_output(spec: OutputSpec, input_path: Path, width: int, height: int, ov
         raise UrstError(f"{parent}: output directory does not exist", EXIT_OUTPUT)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UrstError(f"{parent}: output directory is not writable", EXIT_OUTPUT)
+    if spec.format == "tiff" and not tiff_compression_available(spec.compression):
+        raise UrstError(f"--compression {spec.compression}: this libvips build's libtiff cannot write it; "
+                        f"use one of {', '.join(c for c in COMPRESSIONS if tiff_compression_available(c))}",
+                        EXIT_USAGE)
     limit = FORMAT_LIMITS[spec.format]
     if max(width, height) > limit:
         raise UrstError(f"{out}: {spec.format.upper()} cannot hold {width}x{height} (max side {limit}); "
                         "write .tif instead", EXIT_OUTPUT)
+
+
+@functools.lru_cache(maxsize=None)
+def tiff_compression_available(compression: str) -> bool:
+    """Whether libtiff inside this libvips can write ``compression`` (pyvips-binary's has no ZSTD, say)."""
+    try:
+        pyvips.Image.black(16, 16, bands=3).tiffsave_buffer(compression=compression, tile=True)
+    except pyvips.Error:
+        return False
+    return True
 
 
 def _chunk(tag: bytes, data: bytes) -> bytes:
