@@ -96,13 +96,15 @@ Finish = Callable[[Tensor, np.ndarray], np.ndarray]
 """Turns blended float32 [3, n, w] (device) and the same input pixels uint8 [n, w, bands] into output [n, w, c]."""
 
 
-def row_ends(rows: Axis, height: int) -> list[int]:
-    """Per band row, the output row up to which it completes the image (exclusive).
+def _open_from(rows: Axis, r: int) -> int:
+    """The first padded-frame row that band row ``r`` leaves open: from the next boundary's ramp on, the
+    next band row still adds its share (the last band row leaves none)."""
+    return rows.length if r == len(rows) - 1 else rows.bounds[r + 1] - rows.feather // 2
 
-    Rows from the next boundary's ramp on still get a share from the next band row.
-    """
-    return [min(rows.length if r == len(rows) - 1 else rows.bounds[r + 1] - rows.feather // 2, height)
-            for r in range(len(rows))]
+
+def row_ends(rows: Axis, height: int) -> list[int]:
+    """Per band row, the output row up to which it completes the image (exclusive)."""
+    return [min(_open_from(rows, r), height) for r in range(len(rows))]
 
 
 def blend_rows(
@@ -131,9 +133,7 @@ def blend_rows(
     width, dev = reader.width, runner.device
     policy = Replay(stats.to(dev), runner.model)
     strip = torch.zeros(3, rows.window, min(cols.length, plan.batch * cols.window), device=dev)
-    # the next band row adds to the rows from the next boundary's ramp on: at most this many
-    carry_rows = max((rows.support(r)[1] - rows.bounds[r + 1] + rows.feather // 2 for r in range(len(rows) - 1)),
-                     default=0)
+    carry_rows = max((rows.support(r)[1] - _open_from(rows, r) for r in range(len(rows))), default=0)
     carry = torch.zeros(3, carry_rows, width, device=dev)  # rows [0, carried) are added to the next band row
     carried = 0
     finished: np.ndarray | None = None
@@ -144,8 +144,7 @@ def blend_rows(
     for r, band, js in iter_batches(reader, cols, rows, plan.batch, clock, max(replayed, 0)):
         top = rows.starts[r]
         lo, hi = rows.support(r)
-        last = r == len(rows) - 1
-        emit_end = hi if last else rows.bounds[r + 1] - rows.feather // 2
+        emit_end = _open_from(rows, r)
         emitted = 0 if r == replayed else ends[r] - lo
         row_weights = torch.from_numpy(rows.weights(r)[lo - top: hi - top]).to(dev)[:, None]
 
@@ -158,8 +157,7 @@ def blend_rows(
             part = strip[:, : hi - lo, a - strip_left: b - strip_left]
             part *= row_weights
             part[:, :carried] += carry[:, :carried, a:b]
-            if not last:
-                carry[:, : hi - emit_end, a:b] = part[:, emit_end - lo:]
+            carry[:, : hi - emit_end, a:b] = part[:, emit_end - lo:]  # nothing in the last band row
             if emitted > 0:
                 done = finish(part[:, :emitted], band[lo - top: lo - top + emitted, a:b])
                 if finished is None:
@@ -187,7 +185,7 @@ def blend_rows(
         if js[-1] != len(cols) - 1:
             continue  # the band row is not complete yet
         settle(strip_left, cols.length)
-        carried = 0 if last else hi - emit_end
+        carried = hi - emit_end
         trim_heap()
         if emitted > 0:
             yield lo, finished[:emitted]

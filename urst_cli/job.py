@@ -202,11 +202,10 @@ def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = Non
     cond = conditioning(job, model, device)
     runner = Runner(model, cond, device, use_bfloat16(job, model, device))
     plan = make_plan(job, model, device)
-    bands = 4 if info.has_alpha else 3
     journal = None
     if job.resume:
         journal = Journal.open(job.output.path, job_state(job, info, model, cond, plan, runner.bfloat16),
-                               info.width, info.height, bands)
+                               info.width, info.height, info.bands)
     try:
         return _stylize(job, info, runner, plan, journal, progress, clock, started)
     finally:
@@ -270,7 +269,7 @@ def _stylize(job: Job, info: ImageInfo, runner: Runner, plan: TilePlan, journal:
                           journal.commit if journal is not None else lambda rows_done: None)
     if journal is not None:
         blocks = chain(journal.replay(), journal.record(blocks))
-    write_rows(blocks, info.width, info.height, 4 if info.has_alpha else 3, job.output, clock)
+    write_rows(blocks, info.width, info.height, info.bands, job.output, clock)
     if journal is not None:
         journal.remove()
     else:  # an earlier interrupted --resume run of this output is of no use any more

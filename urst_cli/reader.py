@@ -36,6 +36,11 @@ class ImageInfo:
     has_alpha: bool
 
     @property
+    def bands(self) -> int:
+        """Output bands: RGB, plus the alpha carried through."""
+        return 4 if self.has_alpha else 3
+
+    @property
     def pixels(self) -> int:
         return self.width * self.height
 
@@ -215,7 +220,7 @@ def read_style(path: str | os.PathLike, side: int, square: bool) -> np.ndarray:
             thumb = pyvips.Image.thumbnail(str(path), side, height=side, fail_on="error")
     except pyvips.Error as exc:
         raise UrstError(f"{path}: style image unreadable ({_first_line(exc)})", EXIT_INPUT) from None
-    if min(thumb.width, thumb.height) < 16:
+    if min(thumb.width, thumb.height) < MIN_STYLE_SIDE:  # a long, thin image resized to a long side of ``side``
         raise UrstError(f"{path}: style image too small or too thin ({thumb.width}x{thumb.height} after resizing)",
                         EXIT_INPUT)
     return _rgb_array(thumb)
