@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pyvips
 
-from urst_cli.reader import BandReader, padded_index, reflects
+from urst_cli.errors import UrstError
+from urst_cli.reader import BandReader, padded_index, prefetched, read_crops, reflects
 
 from conftest import resized
 
@@ -22,3 +24,41 @@ def test_bands_equal_the_padded_image_with_overlaps_skips_and_growth(tmp_path, p
     for top, bottom in [(0, 100), (60, 160), (150, 200), (300, 340), (310, 470), (440, 528)]:
         band = reader.read(top, bottom)
         np.testing.assert_array_equal(band, expected[top:bottom], err_msg=f"rows {top}-{bottom}")
+
+
+def _padded_expected(src, pw, ph):
+    full = pyvips.Image.new_from_file(str(src)).numpy()
+    h, w = full.shape[:2]
+    reflect = reflects(w, h, pw, ph)
+    return full[padded_index(h, ph, reflect)][:, padded_index(w, pw, reflect)]
+
+
+def test_crops_from_tiled_and_sequential_files_are_the_padded_frame(tmp_path, photo):
+    """Tiled TIFFs are read region by region, other files in one pass: same crops, edges padded alike."""
+    src = resized(photo, tmp_path / "p.png", 301, 517)
+    tiled = tmp_path / "p.tif"
+    pyvips.Image.new_from_file(str(src)).tiffsave(str(tiled), tile=True, tile_width=64, tile_height=64,
+                                                  compression="deflate")
+    pw, ph = 304, 528
+    expected = _padded_expected(src, pw, ph)
+    boxes = [(400, 200, 528, 304), (0, 0, 100, 100), (250, 30, 330, 290)]  # the first crosses the padded corner
+    for path, is_tiled in [(src, False), (tiled, True)]:
+        reader = BandReader(path, pw, ph)
+        assert reader.tiled == is_tiled
+        for (t, l, b, r), crop in zip(boxes, read_crops(reader, boxes)):
+            np.testing.assert_array_equal(crop, expected[t:b, l:r], err_msg=f"{path.name} {t, l, b, r}")
+
+
+def test_prefetched_bands_equal_direct_reads_and_errors_surface(tmp_path, photo):
+    src = resized(photo, tmp_path / "p.png", 200, 300)
+    expected = _padded_expected(src, 200, 304)
+    spans = [(0, 128), (96, 224), (192, 304)]
+    bands = prefetched(BandReader(src, 200, 304), spans)
+    for top, bottom in spans:
+        np.testing.assert_array_equal(next(bands), expected[top:bottom])
+    with pytest.raises(StopIteration):
+        next(bands)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    with pytest.raises(UrstError, match="cannot read rows"):
+        list(prefetched(BandReader(broken, 200, 304), spans))

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .heap import trim_heap
 from .models import Box, Conditioning, NormStats, Replay, StatsPolicy, Stylizer, collect, pad_to_valid
-from .reader import BandReader
+from .reader import BandReader, prefetched
 from .tiling import Axis, plan_axis
 from .timing import Stopwatch
 
@@ -53,9 +53,12 @@ class Runner:
         self._autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else nullcontext()
 
     def to_tensor(self, patches: np.ndarray) -> Tensor:
-        """uint8 [B,H,W,>=3] -> float32 [B,3,H,W] in [0,1] on the device (copied as uint8: 4x less traffic)."""
+        """uint8 [B,H,W,>=3] -> float32 [B,3,H,W] in [0,1] on the device (copied as uint8: 4x less traffic).
+
+        The HWC pixels are already channels-last memory; one multiply converts and scales them.
+        """
         x = torch.from_numpy(np.ascontiguousarray(patches[..., :3])).to(self.device, non_blocking=True)
-        return x.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+        return (x.permute(0, 3, 1, 2) * (1 / 255)).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def __call__(self, x: Tensor, stats: StatsPolicy) -> Tensor:
@@ -78,11 +81,14 @@ class Runner:
 
 def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int, clock: Stopwatch = Stopwatch(),
                  first_row: int = 0) -> Iterator[tuple[int, np.ndarray, list[int]]]:
-    """(row index, the band's pixels, column indices of one batch), band by band from ``first_row`` down."""
+    """(row index, the band's pixels, column indices of one batch), band by band from ``first_row`` down.
+
+    The next band is decoded while this one's batches run (a band stays valid until the next is requested).
+    """
+    bands = prefetched(reader, [(rows.starts[r], rows.starts[r] + rows.window) for r in range(first_row, len(rows))])
     for r in range(first_row, len(rows)):
-        top = rows.starts[r]
         with clock("read"):
-            band = reader.read(top, top + rows.window)
+            band = next(bands)
         for first in range(0, len(cols), batch):
             yield r, band, list(range(first, min(first + batch, len(cols))))
 
@@ -93,7 +99,8 @@ def window_patches(band: np.ndarray, cols: Axis, js: list[int]) -> np.ndarray:
 
 
 Finish = Callable[[Tensor, np.ndarray], np.ndarray]
-"""Turns blended float32 [3, n, w] (device) and the same input pixels uint8 [n, w, bands] into output [n, w, c]."""
+"""Turns blended float32 [n, w, 3] (device, in the units ``blend_rows`` was given) and the same input pixels
+uint8 [n, w, bands] into output [n, w, c]."""
 
 
 def _open_from(rows: Axis, r: int) -> int:
@@ -116,25 +123,29 @@ def blend_rows(
     on_patches: Callable[[int], None] = lambda n: None,
     clock: Stopwatch = Stopwatch(),
     start_row: int = 0,
+    scale: float = 1.0,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (first row, finished rows [n, width, c]) band row by band row, tiling rows [start_row, height).
 
     ``start_row`` (resuming) must be one of ``row_ends``: the band row that completed it is
     run again for its share of the next one's rows, and only rows after it are yielded.
+    ``scale`` multiplies the blend weights, so the blended values arrive in the units
+    ``finish`` wants (255: 8-bit levels) at no extra pass over the pixels.
 
     Blending stays in float32 only where it is still open: a strip of columns as wide as one
     batch of windows, and the rows the next band row will add to (the carry). Columns are
     finished (``finish``, e.g. rounding to uint8) as soon as no later window reaches them, so
     the only buffer as large as a band row holds finished values: 4x less memory than a
-    float accumulator at any image width. A yielded block is a view of a reused buffer, valid
-    until the next one is requested.
+    float accumulator at any image width. Everything is rows x columns x channels, the
+    layout of the network's channels-last output and of the image, so no step transposes.
+    A yielded block is a view of a reused buffer, valid until the next one is requested.
     """
     cols, rows = plan.axes(reader.padded_width, reader.padded_height)
     width, dev = reader.width, runner.device
     policy = Replay(stats.to(dev), runner.model)
-    strip = torch.zeros(3, rows.window, min(cols.length, plan.batch * cols.window), device=dev)
+    strip = torch.zeros(rows.window, min(cols.length, plan.batch * cols.window), 3, device=dev)
     carry_rows = max((rows.support(r)[1] - _open_from(rows, r) for r in range(len(rows))), default=0)
-    carry = torch.zeros(3, carry_rows, width, device=dev)  # rows [0, carried) are added to the next band row
+    carry = torch.zeros(carry_rows, width, 3, device=dev)  # rows [0, carried) are added to the next band row
     carried = 0
     finished: np.ndarray | None = None
     strip_left = 0  # image column of the strip's first column
@@ -146,20 +157,19 @@ def blend_rows(
         lo, hi = rows.support(r)
         emit_end = _open_from(rows, r)
         emitted = 0 if r == replayed else ends[r] - lo
-        row_weights = torch.from_numpy(rows.weights(r)[lo - top: hi - top]).to(dev)[:, None]
+        row_weights = torch.from_numpy(rows.weights(r)[lo - top: hi - top] * np.float32(scale)).to(dev)[:, None, None]
 
         def settle(a: int, b: int) -> None:
-            """Columns [a, b) of this band row are complete: weight, add and save the carry, finish."""
+            """Columns [a, b) of this band row are complete: add and save the carry, finish."""
             nonlocal finished
             b = min(b, width)
             if a >= b:
                 return
-            part = strip[:, : hi - lo, a - strip_left: b - strip_left]
-            part *= row_weights
-            part[:, :carried] += carry[:, :carried, a:b]
-            carry[:, : hi - emit_end, a:b] = part[:, emit_end - lo:]  # nothing in the last band row
+            part = strip[: hi - lo, a - strip_left: b - strip_left]
+            part[:carried] += carry[:carried, a:b]
+            carry[: hi - emit_end, a:b] = part[emit_end - lo:]  # nothing in the last band row
             if emitted > 0:
-                done = finish(part[:, :emitted], band[lo - top: lo - top + emitted, a:b])
+                done = finish(part[:emitted], band[lo - top: lo - top + emitted, a:b])
                 if finished is None:
                     finished = np.empty((rows.window, width, done.shape[2]), done.dtype)
                 finished[:emitted, a:b] = done
@@ -170,17 +180,19 @@ def blend_rows(
             strip.zero_()
         else:  # columns left of this batch's first window are complete; slide the strip to it
             settle(strip_left, first)
-            kept = strip[:, :, first - strip_left:].clone()
+            kept = strip[:, first - strip_left:].clone()
             strip.zero_()
-            strip[:, :, : kept.shape[2]] = kept
+            strip[:, : kept.shape[1]] = kept
             strip_left = first
         with clock("model"):
-            out = runner(runner.to_tensor(window_patches(band, cols, js)), policy)[:, :, lo - top: hi - top]
+            out = runner(runner.to_tensor(window_patches(band, cols, js)), policy)
+        out = out.permute(0, 2, 3, 1)[:, lo - top: hi - top]  # a view: channels-last memory is already HWC
         for k, j in enumerate(js):
             c0, c1 = cols.support(j)
             left = cols.starts[j]
-            wx = torch.from_numpy(cols.weights(j)[c0 - left: c1 - left]).to(dev)
-            strip[:, : hi - lo, c0 - strip_left: c1 - strip_left] += out[k, :, :, c0 - left: c1 - left] * wx
+            col_weights = torch.from_numpy(cols.weights(j)[c0 - left: c1 - left]).to(dev)[:, None]
+            strip[: hi - lo, c0 - strip_left: c1 - strip_left].addcmul_(out[k, :, c0 - left: c1 - left],
+                                                                        row_weights * col_weights)
         on_patches(len(js))
         if js[-1] != len(cols) - 1:
             continue  # the band row is not complete yet
@@ -207,13 +219,14 @@ def stylize_rows(
     """
     if start_row >= reader.height:
         return
-    def to_uint8(blended: Tensor, source: np.ndarray) -> np.ndarray:
+    def to_uint8(levels: Tensor, source: np.ndarray) -> np.ndarray:
         if preserve_color:
-            blended = keep_colours(blended, source, runner.device)
-        rgb = blended.clamp_(0, 1).mul_(255).add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            levels = keep_colours(levels, source, runner.device)
+        rgb = levels.add_(0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()  # + 0.5, truncated: rounded
         return np.concatenate([rgb, source[:, :, 3:]], axis=2) if source.shape[2] > 3 else rgb
 
-    for first, block in blend_rows(reader, runner, stats, plan, to_uint8, on_patches, clock, start_row):
+    blocks = blend_rows(reader, runner, stats, plan, to_uint8, on_patches, clock, start_row, scale=255.0)
+    for first, block in blocks:
         # copies of a few rows: the writer's queue never holds the reused buffer, and stays small at any width
         for top in range(0, block.shape[0], OUTPUT_ROWS):
             yield block[top: top + OUTPUT_ROWS].copy()
@@ -226,9 +239,9 @@ LUMA = (0.299, 0.587, 0.114)  # BT.601, as in JPEG's YCbCr
 def keep_colours(stylized: Tensor, content: np.ndarray, device: torch.device) -> Tensor:
     """The stylized luminance with the content's chroma (Gatys et al.'s luminance-only transfer), in place.
 
-    In YCbCr, replacing Y only is adding the same luminance change to R, G and B.
+    ``stylized`` is [n, w, 3] in 8-bit levels (0-255), like ``content``. In YCbCr, replacing Y
+    only is adding the same luminance change to R, G and B.
     """
-    photo = torch.from_numpy(np.ascontiguousarray(content[:, :, :3])).to(device).permute(2, 0, 1).float().div_(255)
-    luma = torch.tensor(LUMA, device=device).view(3, 1, 1)
-    change = ((stylized - photo) * luma).sum(dim=0, keepdim=True)
+    photo = torch.from_numpy(np.ascontiguousarray(content[:, :, :3])).to(device).float()
+    change = ((stylized - photo) * torch.tensor(LUMA, device=device)).sum(dim=2, keepdim=True)
     return stylized.copy_(photo).add_(change)

@@ -12,16 +12,17 @@ whole-image reference pads it.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyvips
 
 from .errors import EXIT_INPUT, UrstError
 
-__all__ = ["ImageInfo", "probe", "open_rgb", "BandReader", "padded_index", "reflects", "read_thumbnail", "read_crops", "read_whole",
+__all__ = ["ImageInfo", "probe", "open_rgb", "BandReader", "prefetched", "padded_index", "reflects", "read_thumbnail", "read_crops", "read_whole",
            "read_style"]
 
 MIN_STYLE_SIDE = 16
@@ -137,8 +138,8 @@ class BandReader:
     FETCH_ROWS = 64  # rows per libvips request: its transient copies stay a few MB at any width
 
     def __init__(self, path: str | os.PathLike, padded_width: int, padded_height: int):
-        rgb, alpha = open_rgb(path, "sequential")
-        self.image = rgb.bandjoin(alpha) if alpha is not None else rgb
+        self.path = Path(path)
+        self.image = _joined(*open_rgb(path, "sequential"))
         self.width, self.height, self.bands = self.image.width, self.image.height, self.image.bands
         self.padded_width, self.padded_height = padded_width, padded_height
         reflect = reflects(self.width, self.height, padded_width, padded_height)
@@ -147,8 +148,24 @@ class BandReader:
         # rows below the image mirror the last rows: never drop those while they may be needed
         self._keep_limit = int(self._rows_of[self.height:].min()) if padded_height > self.height else self.height
         self._region = pyvips.Region.new(self.image)
+        self._random_region: pyvips.Region | None = None
         self._buf = np.zeros((0, self.width, self.bands), np.uint8)
         self._top, self._count = 0, 0  # the buffer's first rows hold real rows [_top, _top + _count)
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the file is stored in tiles, so that any region decodes on its own (``read_region``)."""
+        return bool(self.image.get_typeof("tile-width"))
+
+    def read_region(self, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+        """Any box of the padded frame, decoding only what lies under it (tiled files; others decode
+        everything above it). Independent of the band pass: ``read`` may go on afterwards."""
+        if self._random_region is None:
+            self._random_region = pyvips.Region.new(_joined(*open_rgb(self.path, "random")))
+        rows, cols = self._rows_of[top:bottom], self._cols[left:right]
+        r0, c0 = int(rows.min()), int(cols.min())
+        box = self._fetch(self._random_region, c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0)
+        return box[rows - r0][:, cols - c0]
 
     def read(self, top: int, bottom: int) -> np.ndarray:
         """Rows [top, bottom) of the padded frame: uint8 [bottom - top, padded_width, bands]."""
@@ -168,7 +185,7 @@ class BandReader:
             self._buf = grown
         for start in range(keep_from + kept, need, self.FETCH_ROWS):
             stop = min(start + self.FETCH_ROWS, need)
-            self._buf[start - keep_from: stop - keep_from] = self._fetch(start, stop)
+            self._buf[start - keep_from: stop - keep_from] = self._fetch(self._region, 0, start, self.width, stop - start)
         self._count = max(self._count, need - keep_from)
         if bottom <= self.height and self._cols.size == self.width:
             return self._buf[top - self._top: bottom - self._top]  # a view: no copy in the common case
@@ -178,14 +195,63 @@ class BandReader:
     def _skip(self, start: int, stop: int) -> None:
         """Decode and drop rows [start, stop): a sequential source cannot jump ahead."""
         for row in range(start, stop, self.FETCH_ROWS):
-            self._fetch(row, min(row + self.FETCH_ROWS, stop))
+            self._fetch(self._region, 0, row, self.width, min(self.FETCH_ROWS, stop - row))
 
-    def _fetch(self, start: int, stop: int) -> np.ndarray:
+    def _fetch(self, region: pyvips.Region, left: int, top: int, width: int, height: int) -> np.ndarray:
         try:
-            data = self._region.fetch(0, start, self.width, stop - start)
+            data = region.fetch(left, top, width, height)
         except pyvips.Error as exc:
-            raise UrstError(f"cannot read rows {start}-{stop}: {_first_line(exc)}", EXIT_INPUT) from None
-        return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, self.width, self.bands)
+            raise UrstError(f"cannot read rows {top}-{top + height}: {_first_line(exc)}", EXIT_INPUT) from None
+        return np.frombuffer(data, dtype=np.uint8).reshape(height, width, self.bands)
+
+
+def _joined(rgb: pyvips.Image, alpha: pyvips.Image | None) -> pyvips.Image:
+    return rgb.bandjoin(alpha) if alpha is not None else rgb
+
+
+def prefetched(reader: BandReader, spans: Sequence[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """``reader.read(top, bottom)`` for each span, the next one decoded in a thread while the caller uses this one.
+
+    Decoding (libvips, which lets go of the GIL) then overlaps the caller's compute instead of
+    stalling it. Bands alternate between two buffers: a band stays valid until the caller asks
+    for the next one.
+    """
+    buffers: list[np.ndarray | None] = [None, None]
+
+    def load(i: int) -> np.ndarray:
+        band = reader.read(*spans[i])
+        slot = buffers[i % 2]
+        if slot is None or slot.shape != band.shape:
+            slot = buffers[i % 2] = np.empty_like(band)
+        np.copyto(slot, band)
+        return slot
+
+    pending = _Background(load, 0) if spans else None
+    for i in range(len(spans)):
+        band = pending.result()
+        pending = _Background(load, i + 1) if i + 1 < len(spans) else None
+        yield band
+
+
+class _Background:
+    """One call run in a daemon thread (an interrupted run never waits on it); ``result`` re-raises its error."""
+
+    def __init__(self, fn, *args):
+        self._value, self._error = None, None
+        self._thread = threading.Thread(target=self._run, args=(fn, *args), name="urst-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, *args) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # handed to the caller's thread
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def read_whole(path: str | os.PathLike) -> np.ndarray:
@@ -244,7 +310,10 @@ def _rgb_array(img: pyvips.Image) -> np.ndarray:
 
 
 def read_crops(reader: BandReader, boxes: Sequence[tuple[int, int, int, int]]) -> list[np.ndarray]:
-    """Crops (top, left, bottom, right) of the padded frame, RGB only, in one top-to-bottom pass."""
+    """Crops (top, left, bottom, right) of the padded frame, RGB only: from a tiled file only the tiles
+    under them are decoded; other files are decoded in one top-to-bottom pass."""
+    if reader.tiled:
+        return [reader.read_region(*box)[:, :, :3].copy() for box in boxes]
     order = sorted(range(len(boxes)), key=lambda i: boxes[i][0])
     crops: list[np.ndarray] = [np.empty(0)] * len(boxes)
     for i in order:
