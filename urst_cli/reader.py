@@ -130,12 +130,13 @@ class BandReader:
     """Streams horizontal bands of the padded frame, top to bottom, with RGB and alpha in one array.
 
     ``read(top, bottom)`` must be called with non-decreasing ``top``; rows shared with the
-    previous band are kept, so the file is decoded exactly once. The rows live in one buffer
-    reused for the whole pass (no width-sized allocation per band), so a returned band is
-    valid until the next ``read``.
+    previous band are kept, so the file is decoded exactly once. Rows live in two buffers
+    reused for the whole pass (no width-sized allocation per band), taking turns: a returned
+    band stays valid until the read after the next one, so one band can be decoded while the
+    previous one is in use (``prefetched``).
     """
 
-    FETCH_ROWS = 64  # rows per libvips request: its transient copies stay a few MB at any width
+    FETCH_ROWS = 32  # rows per libvips request: its transient copies stay a few MB at any width
 
     def __init__(self, path: str | os.PathLike, padded_width: int, padded_height: int):
         self.path = Path(path)
@@ -149,8 +150,9 @@ class BandReader:
         self._keep_limit = int(self._rows_of[self.height:].min()) if padded_height > self.height else self.height
         self._region = pyvips.Region.new(self.image)
         self._random_region: pyvips.Region | None = None
-        self._buf = np.zeros((0, self.width, self.bands), np.uint8)
-        self._top, self._count = 0, 0  # the buffer's first rows hold real rows [_top, _top + _count)
+        self._bufs = [np.zeros((0, self.width, self.bands), np.uint8) for _ in range(2)]
+        self._turn = 0  # the buffer holding the last band
+        self._top, self._count = 0, 0  # its first rows hold real rows [_top, _top + _count)
 
     @property
     def tiled(self) -> bool:
@@ -174,23 +176,22 @@ class BandReader:
         keep_from = min(top, self._keep_limit)
         need = min(bottom, self.height)
         kept = max(0, self._top + self._count - keep_from)
-        if kept:
-            self._buf[:kept] = self._buf[self._count - kept: self._count]  # memmove: overlap handled by numpy
-        else:
+        if not kept:
             self._skip(self._top + self._count, keep_from)
+        previous, self._turn = self._bufs[self._turn], 1 - self._turn
+        buf = self._bufs[self._turn]
+        if need - keep_from > len(buf):
+            buf = self._bufs[self._turn] = np.empty((need - keep_from, self.width, self.bands), np.uint8)
+        buf[:kept] = previous[self._count - kept: self._count]
         self._top, self._count = keep_from, kept
-        if need - keep_from > len(self._buf):
-            grown = np.empty((need - keep_from, self.width, self.bands), np.uint8)
-            grown[:kept] = self._buf[:kept]
-            self._buf = grown
         for start in range(keep_from + kept, need, self.FETCH_ROWS):
             stop = min(start + self.FETCH_ROWS, need)
-            self._buf[start - keep_from: stop - keep_from] = self._fetch(self._region, 0, start, self.width, stop - start)
+            buf[start - keep_from: stop - keep_from] = self._fetch(self._region, 0, start, self.width, stop - start)
         self._count = max(self._count, need - keep_from)
         if bottom <= self.height and self._cols.size == self.width:
-            return self._buf[top - self._top: bottom - self._top]  # a view: no copy in the common case
-        rows = self._rows_of[top:bottom] - self._top
-        return self._buf[rows][:, self._cols]
+            return buf[top - keep_from: bottom - keep_from]  # a view: no copy in the common case
+        rows = self._rows_of[top:bottom] - keep_from
+        return buf[rows][:, self._cols]
 
     def _skip(self, start: int, stop: int) -> None:
         """Decode and drop rows [start, stop): a sequential source cannot jump ahead."""
@@ -213,23 +214,13 @@ def prefetched(reader: BandReader, spans: Sequence[tuple[int, int]]) -> Iterator
     """``reader.read(top, bottom)`` for each span, the next one decoded in a thread while the caller uses this one.
 
     Decoding (libvips, which lets go of the GIL) then overlaps the caller's compute instead of
-    stalling it. Bands alternate between two buffers: a band stays valid until the caller asks
-    for the next one.
+    stalling it. A band stays valid until the caller asks for the next one (the reader's two
+    buffers take turns).
     """
-    buffers: list[np.ndarray | None] = [None, None]
-
-    def load(i: int) -> np.ndarray:
-        band = reader.read(*spans[i])
-        slot = buffers[i % 2]
-        if slot is None or slot.shape != band.shape:
-            slot = buffers[i % 2] = np.empty_like(band)
-        np.copyto(slot, band)
-        return slot
-
-    pending = _Background(load, 0) if spans else None
+    pending = _Background(reader.read, *spans[0]) if spans else None
     for i in range(len(spans)):
         band = pending.result()
-        pending = _Background(load, i + 1) if i + 1 < len(spans) else None
+        pending = _Background(reader.read, *spans[i + 1]) if i + 1 < len(spans) else None
         yield band
 
 
