@@ -36,3 +36,13 @@ def test_weights_are_a_partition_of_unity_inside_trusted_zones(length, window, c
 def test_invalid_layout_is_refused():
     with pytest.raises(ValueError):
         plan_axis(1000, 128, 64, 16)
+
+
+def test_batch_for_memory_fits_the_budget_or_what_is_free():
+    from urst_cli.engine import batch_for_memory
+
+    mib = 2**20
+    assert batch_for_memory(300 * mib, 1536 * mib, 80_000 * mib) == 5          # the budget decides
+    assert batch_for_memory(300 * mib, 1536 * mib, 1000 * mib) == 2            # a GPU shared with others
+    assert batch_for_memory(300 * mib, 1536 * mib, 10 * mib) == 1              # never zero
+    assert batch_for_memory(1 * mib, 1536 * mib, 80_000 * mib, cap=32) == 32   # tiny patches: capped

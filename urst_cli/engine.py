@@ -15,12 +15,12 @@ import torch
 from torch import Tensor
 
 from .heap import trim_heap
-from .models import Box, Conditioning, NormStats, Replay, StatsPolicy, Stylizer, collect, pad_to_valid
+from .models import Box, Conditioning, NormStats, PerInstance, Replay, StatsPolicy, Stylizer, collect, pad_to_valid
 from .reader import BandReader, prefetched
 from .tiling import Axis, plan_axis
 from .timing import Stopwatch
 
-__all__ = ["TilePlan", "Runner", "iter_batches", "window_patches", "Finish", "row_ends", "blend_rows", "stylize_rows"]
+__all__ = ["TilePlan", "Runner", "batch_for_memory", "iter_batches", "window_patches", "Finish", "row_ends", "blend_rows", "stylize_rows"]
 
 OUTPUT_ROWS = 64  # rows per block handed to the writer
 
@@ -51,14 +51,33 @@ class Runner:
             bfloat16 = device.type == "cuda"
         self.bfloat16 = bfloat16
         self._autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else nullcontext()
+        self._staging = _PinnedStaging() if device.type == "cuda" else None
 
     def to_tensor(self, patches: np.ndarray) -> Tensor:
         """uint8 [B,H,W,>=3] -> float32 [B,3,H,W] in [0,1] on the device (copied as uint8: 4x less traffic).
 
         The HWC pixels are already channels-last memory; one multiply converts and scales them.
+        On CUDA the bytes go through page-locked memory, so the copy is an asynchronous DMA.
         """
-        x = torch.from_numpy(np.ascontiguousarray(patches[..., :3])).to(self.device, non_blocking=True)
+        host = torch.from_numpy(np.ascontiguousarray(patches[..., :3]))
+        if self._staging is not None:
+            x = self._staging.upload(host, self.device)
+        else:
+            x = host.to(self.device)
         return (x.permute(0, 3, 1, 2) * (1 / 255)).contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def patch_bytes(self, patch: int) -> int:
+        """Peak device memory one more patch of ``patch`` pixels a side adds to a batch (CUDA; measured)."""
+        x = self.to_tensor(np.zeros((2, patch, patch, 3), np.uint8))
+        torch.cuda.synchronize(self.device)
+        peaks = []
+        for n in (1, 2):
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            self(x[:n], PerInstance(self.model))
+            peaks.append(torch.cuda.max_memory_allocated(self.device) - base)
+        return max(peaks[1] - peaks[0], peaks[0] // 2, 1)
 
     @torch.inference_mode()
     def __call__(self, x: Tensor, stats: StatsPolicy) -> Tensor:
@@ -77,6 +96,36 @@ class Runner:
 
         with self._autocast:
             return collect([lazy_pass(p) for p in inputs], boxes, full_height, self.model)
+
+
+class _PinnedStaging:
+    """Two page-locked host buffers taking turns: a batch is copied in while the previous one's
+    transfer may still be in flight, and a buffer is only refilled once its last transfer is done."""
+
+    def __init__(self):
+        self._buffers: list[Tensor | None] = [None, None]
+        self._copied = [None, None]
+        self._turn = 0
+
+    def upload(self, host: Tensor, device: torch.device) -> Tensor:
+        turn, self._turn = self._turn, 1 - self._turn
+        buffer = self._buffers[turn]
+        if self._copied[turn] is not None:
+            self._copied[turn].synchronize()
+        if buffer is None or buffer.numel() < host.numel():
+            buffer = self._buffers[turn] = torch.empty(host.numel(), dtype=host.dtype, pin_memory=True)
+        staged = buffer[: host.numel()].view(host.shape)
+        staged.copy_(host)
+        on_device = staged.to(device, non_blocking=True)
+        self._copied[turn] = torch.cuda.Event()
+        self._copied[turn].record()
+        return on_device
+
+
+def batch_for_memory(patch_bytes: int, budget: int, free: int, cap: int = 32) -> int:
+    """Windows per batch: as many as fit in ``budget`` bytes of device memory, or in 80% of what is free
+    if that is less (other processes), at least 1, at most ``cap``."""
+    return max(1, min(cap, min(budget, int(free * 0.8)) // max(patch_bytes, 1)))
 
 
 def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int, clock: Stopwatch = Stopwatch(),

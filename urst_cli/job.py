@@ -19,7 +19,7 @@ import pyvips
 import torch
 
 from . import __version__
-from .engine import Runner, TilePlan, stylize_rows
+from .engine import Runner, TilePlan, batch_for_memory, stylize_rows
 from .timing import Stopwatch
 from .errors import EXIT_USAGE, UrstError
 from .models import NUM_PRESETS, NormStats, PREDICTOR_SIZE, get_spec, load_parts, load_weights, mix, valid_size
@@ -32,6 +32,9 @@ __all__ = ["Job", "Result", "run", "pick_device", "StatsMode"]
 
 StatsMode = Literal["auto", "sampled", "thumbnail", "exact"]
 FEATHER = 16  # blend width in pixels at patch seams
+# device memory a batch of windows may take on CUDA by default: with weights, the blend strip and the
+# carry, a job stays under 2 GiB, so it shares a GPU with others (--batch-size overrides it)
+GPU_BUDGET = int(1.5 * 2**30)
 
 
 @dataclass
@@ -100,22 +103,28 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def make_plan(job: Job, model, device: torch.device) -> TilePlan:
+def make_plan(job: Job, runner: Runner) -> TilePlan:
+    model, device = runner.model, runner.device
     m = model.pad_multiple
     overlap = job.overlap if job.overlap is not None else _round_up(model.receptive_radius + FEATHER // 2, m)
     # measured on 2 CPU cores: 512 beats 1024 (2.0 vs 1.7 MP/s, cache-friendlier) despite more overlap
     patch = job.patch_size or (512 if device.type == "cpu" else 1024)
     if job.patch_size is None:
         patch = max(patch, _round_up(8 * overlap, m))  # wide-context models: keep 3/4 of each side as core
-    batch = job.batch_size or (1 if device.type == "cpu" else 8)
     feather = min(FEATHER, 2 * (overlap // 2))
     if overlap < 0 or overlap % m:
         raise UrstError(f"--overlap {overlap}: must be a non-negative multiple of {m} for this model", EXIT_USAGE)
     if patch % m or patch - 2 * overlap < 64:
         raise UrstError(f"--patch-size {patch}: must be a multiple of {m} and at least 2 x overlap + 64 "
                         f"(= {2 * overlap + 64})", EXIT_USAGE)
-    if batch < 1:
+    if job.batch_size is not None and job.batch_size < 1:
         raise UrstError("--batch-size must be at least 1", EXIT_USAGE)
+    if job.batch_size:
+        batch = job.batch_size
+    elif device.type == "cuda":  # measured: what one more window costs, against the memory budget
+        batch = batch_for_memory(runner.patch_bytes(patch), GPU_BUDGET, torch.cuda.mem_get_info(device)[0])
+    else:
+        batch = 1  # CPU: torch already spreads one window over every core
     return TilePlan(patch, overlap, feather, batch, m)
 
 
@@ -201,7 +210,7 @@ def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = Non
     model = load_model(job, device)
     cond = conditioning(job, model, device)
     runner = Runner(model, cond, device, use_bfloat16(job, model, device))
-    plan = make_plan(job, model, device)
+    plan = make_plan(job, runner)
     journal = None
     if job.resume:
         journal = Journal.open(job.output.path, job_state(job, info, model, cond, plan, runner.bfloat16),
