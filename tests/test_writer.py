@@ -7,6 +7,7 @@ import pytest
 import pyvips
 import tifffile
 
+from urst_cli import writer
 from urst_cli.writer import OutputSpec, write_rows
 
 
@@ -19,10 +20,14 @@ def _pixels(path) -> np.ndarray:
     return np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8, shape=(img.height, img.width, img.bands))
 
 
+@pytest.mark.parametrize("encoders", [1, 3])
 @pytest.mark.parametrize("compression", ["deflate", "none"])
 @pytest.mark.parametrize("height, width, bands, block_rows", [(75, 131, 3, 7), (33, 20, 4, 64), (1, 1, 3, 1)])
-def test_own_tiff_tiles_round_trip(tmp_path, photo, compression, height, width, bands, block_rows):
-    """Odd sizes, partial edge tiles, blocks that straddle tile rows: libvips and tifffile read the same pixels."""
+def test_own_tiff_tiles_round_trip(tmp_path, monkeypatch, photo, compression, height, width, bands, block_rows,
+                                   encoders):
+    """Odd sizes, partial edge tiles, blocks that straddle tile rows, tiles encoded in one thread or in
+    several (as on a many-core machine): libvips and tifffile read the same pixels."""
+    monkeypatch.setattr(writer, "ENCODERS", encoders)
     rgb = pyvips.Image.new_from_file(str(photo)).crop(0, 0, width, height)
     image = np.ndarray(buffer=rgb.write_to_memory(), dtype=np.uint8, shape=(height, width, 3))
     if bands == 4:

@@ -2,8 +2,8 @@
 
 Each size runs in a fresh Python process (``python -m urst_cli.bench RUN-SPEC``), so the peak
 memory reported is that run's alone. Inputs are made on the fly from a real photo with
-libvips (resized to the requested megapixels, streamed to a JPEG), outputs are tiled
-BigTIFFs in a scratch directory removed afterwards.
+libvips (resized to the requested megapixels, streamed to a tiled JPEG BigTIFF, a JPEG or a
+PNG), outputs are tiled BigTIFFs in a scratch directory removed afterwards.
 """
 
 from __future__ import annotations
@@ -25,13 +25,19 @@ DATA = Path(__file__).resolve().parent / "data"
 
 
 def make_input(source: Path, megapixels: float, dest: Path) -> tuple[int, int]:
-    """``source`` resized (aspect kept) to about ``megapixels``, written as a JPEG; returns its size."""
+    """``source`` resized (aspect kept) to about ``megapixels`` and saved by ``dest``'s suffix (.tif: tiled
+    JPEG BigTIFF, as scanners and slide formats store gigapixel images); returns its size."""
     import pyvips
 
     img = pyvips.Image.new_from_file(str(source), access="sequential")
     scale = math.sqrt(megapixels * 1e6 / (img.width * img.height))
     img = img.resize(scale)
-    img.jpegsave(str(dest), Q=90)
+    if dest.suffix == ".tif":
+        img.tiffsave(str(dest), tile=True, bigtiff=True, compression="jpeg", Q=90)
+    elif dest.suffix == ".jpg":
+        img.jpegsave(str(dest), Q=90)
+    else:
+        img.write_to_file(str(dest))
     return img.width, img.height
 
 
@@ -44,10 +50,8 @@ def _child(spec: dict) -> dict:
     import torch
 
     from .engine import Runner
-    from .job import Job, conditioning, load_model, make_plan, pick_device, run, use_bfloat16
-    from .models import PerInstance, Replay, pad_to_valid
-    from .reader import BandReader
-    from .stats import whole_stats
+    from .job import Job, conditioning, load_model, pick_device, run, use_bfloat16
+    from .models import PerInstance, pad_to_valid
     from .stats import SampleSpec
     from .timing import Stopwatch
     from .writer import OutputSpec
@@ -77,30 +81,48 @@ def _child(spec: dict) -> dict:
         result = {"oom": False, "seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
     else:
         clock = Stopwatch(torch.cuda.synchronize if cuda else None)
+        # the model alone, timed before and after the job: machines drift in speed over seconds
+        batch, before = _model_alone(job, device)
         done = run(job, clock=clock)
         result = {"seconds": done.seconds, "stages": done.stages, "patches": done.patches,
                   "stats_mode": done.stats_mode, "peak_rss_mib": _peak_rss_mib(), "width": done.width,
                   "height": done.height}
-        # the model alone on the same patches: warm, no I/O, no blending
-        model = load_model(job, device)
-        runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
-        plan = make_plan(job, model, device)
-        # real pixels (the input's top-left window, repeated to a batch), statistics replayed as in the pipeline
-        window = BandReader(job.input, plan.patch, plan.patch).read(0, plan.patch)[:, :, :3]
-        patches = runner.to_tensor(np.stack([window] * plan.batch))
-        policy = Replay(whole_stats(runner, window).to(device), model)
-        runner(patches, policy)
-        repeats = 5
-        started = time.perf_counter()
-        for _ in range(repeats):
-            runner(patches, policy)
-        if cuda:
-            torch.cuda.synchronize()
-        per_batch = (time.perf_counter() - started) / repeats
-        result["model_alone_seconds"] = per_batch * math.ceil(done.patches / plan.batch)
+        per_batch = float(np.median(before + _model_alone(job, device)[1]))
+        result["model_alone_seconds"] = per_batch * math.ceil(done.patches / batch)
     if cuda:
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return result
+
+
+def _model_alone(job, device) -> tuple[int, list[float]]:
+    """(batch size, seconds per batch) of the job's model on its own: warm, no I/O, no blending, statistics replayed.
+
+    Real pixels (the input's top-left window, repeated to a batch); many timed batches (at least
+    1.5 s of them), so that the median is not one slow moment of a shared machine.
+    """
+    import torch
+
+    from .engine import Runner
+    from .job import conditioning, load_model, make_plan, use_bfloat16
+    from .models import Replay
+    from .reader import BandReader
+    from .stats import whole_stats
+
+    model = load_model(job, device)
+    runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
+    plan = make_plan(job, runner)
+    window = BandReader(job.input, plan.patch, plan.patch).read(0, plan.patch)[:, :, :3]
+    patches = runner.to_tensor(np.stack([window] * plan.batch))
+    policy = Replay(whole_stats(runner, window).to(device), model)
+    runner(patches, policy)
+    times: list[float] = []
+    while len(times) < 5 or sum(times) < 1.5 and len(times) < 100:
+        started = time.perf_counter()
+        runner(patches, policy)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return plan.batch, times
 
 
 def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambda row: None) -> list[dict]:
@@ -109,10 +131,10 @@ def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambd
     with tempfile.TemporaryDirectory(prefix="urst-bench-") as scratch:
         whole_failed = False
         for mp in sizes:
-            path = Path(scratch) / f"input_{mp:g}mp.jpg"
+            path = Path(scratch) / f"input_{mp:g}mp.{options.get('input_format', 'tif')}"
             width, height = make_input(Path(options["source_path"]), mp, path)
             spec = {**options, "input": str(path), "output": str(Path(scratch) / "out.tif"), "mode": "tiled"}
-            row = {"megapixels": width * height / 1e6, "width": width, "height": height,
+            row = {"megapixels": width * height / 1e6, "width": width, "height": height, "input": path.suffix[1:],
                    "tiled": _spawn(spec)}
             if baseline and not whole_failed:
                 row["whole"] = _spawn({**spec, "mode": "whole"}, options.get("memory_limit"))

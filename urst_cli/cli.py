@@ -40,6 +40,12 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
+class InputFormat(str, Enum):
+    tif = "tif"
+    jpg = "jpg"
+    png = "png"
+
+
 class CompressionChoice(str, Enum):
     deflate = "deflate"
     jpeg = "jpeg"
@@ -251,6 +257,8 @@ def weights_list(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir
 def bench(
     sizes: str = typer.Option("1,4,16,64,256", "--sizes", help="Input sizes in megapixels, comma-separated."),
     input: Optional[Path] = typer.Option(None, "--input", help="Photo to resize to each size (default: the shipped one)."),
+    input_format: InputFormat = typer.Option(InputFormat.tif, "--input-format", help="How each input is stored: "
+                                             "tif (tiled JPEG BigTIFF, like scans and the demo), jpg or png."),
     style: list[Path] = typer.Option([], "--style", "-s", help="Painting (default: the shipped Starry Night)."),
     model: str = typer.Option("magenta", "--model", "-m", help="Network to measure."),
     preset: list[int] = typer.Option([], "--preset", help="Built-in style (multistyle26)."),
@@ -291,7 +299,7 @@ def bench(
     if input is not None and not input.is_file():
         _fail(UrstError(f"{input}: no such file", 3))
     styles = [str(p) for p in style] or ([str(DATA / "starry_night.jpg")] if spec.style == "image" else [])
-    options = {"source_path": str(input or DATA / "sunset_hills.jpg"), "styles": styles, "presets": preset
+    options = {"source_path": str(input or DATA / "sunset_hills.jpg"), "input_format": input_format.value, "styles": styles, "presets": preset
                or ([0] if spec.style == "preset" else []), "model": model, "stats": stats.value,
                "patch_size": patch_size, "batch_size": batch_size, "device": device.value,
                "weights_dir": str(weights_dir) if weights_dir else None, "memory_limit": int(memory_limit * 2**30)}

@@ -23,6 +23,7 @@ import struct
 import threading
 import zlib
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
@@ -43,7 +44,8 @@ FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpe
 COMPRESSIONS = ("deflate", "jpeg", "zstd", "lzw", "none")
 # Rows the engine may run ahead of the writer: more than one band row's burst, so compute never waits
 # while a row of tiles is encoded, yet a fixed amount of memory at any image size
-WRITE_AHEAD_BYTES = 64 * 2**20
+WRITE_AHEAD_BYTES = 32 * 2**20
+ENCODERS = max(1, (os.cpu_count() or 2) // 2)  # threads encoding TIFF tiles: half the cores
 FORMAT_LIMITS = {"jpeg": 65535, "webp": 16383, "png": 2**31 - 1, "tiff": 2**32 - 1}
 
 
@@ -187,23 +189,36 @@ def tiff_tiles(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
                deflate: bool) -> Iterator[bytes]:
     """The image's tiles in TIFF order (left to right, top to bottom), encoded, from row blocks as in write_rows.
 
-    One row of tiles is gathered at a time (tile rows x width), edge tiles zero-padded as TIFF requires.
+    One row of tiles is gathered at a time (tile rows x width), edge tiles zero-padded as TIFF
+    requires. Where there are cores to spare (a GPU machine), a row's tiles are encoded in
+    parallel: zlib lets go of the GIL. On 2 cores the model needs both, so one thread encodes.
     """
     columns = -(-width // tile)
     tile_row = np.zeros((tile, columns * tile, bands), np.uint8)
-    filled = 0
-    for block in blocks:
-        used = 0
-        while used < block.shape[0]:
-            n = min(tile - filled, block.shape[0] - used)
-            tile_row[filled: filled + n, :width] = block[used: used + n]
-            filled, used = filled + n, used + n
-            if filled == tile:
-                yield from (_encode_tile(tile_row[:, c * tile: (c + 1) * tile], deflate) for c in range(columns))
-                filled = 0
-    if filled:
-        tile_row[filled:] = 0
-        yield from (_encode_tile(tile_row[:, c * tile: (c + 1) * tile], deflate) for c in range(columns))
+    workers = ThreadPoolExecutor(ENCODERS, thread_name_prefix="urst-encode") if ENCODERS > 1 else None
+    encode = functools.partial(_encode_tile, deflate=deflate)
+
+    def encoded_row() -> Iterator[bytes]:
+        pieces = (tile_row[:, c * tile: (c + 1) * tile] for c in range(columns))
+        return workers.map(encode, pieces) if workers else map(encode, pieces)
+
+    try:
+        filled = 0
+        for block in blocks:
+            used = 0
+            while used < block.shape[0]:
+                n = min(tile - filled, block.shape[0] - used)
+                tile_row[filled: filled + n, :width] = block[used: used + n]
+                filled, used = filled + n, used + n
+                if filled == tile:
+                    yield from encoded_row()
+                    filled = 0
+        if filled:
+            tile_row[filled:] = 0
+            yield from encoded_row()
+    finally:
+        if workers:
+            workers.shutdown(cancel_futures=True)
 
 
 def _encode_tile(pixels: np.ndarray, deflate: bool) -> bytes:
