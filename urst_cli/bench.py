@@ -61,6 +61,14 @@ def _child(spec: dict) -> dict:
               patch_size=spec["patch_size"], batch_size=spec["batch_size"], device=spec["device"],
               weights_dir=Path(spec["weights_dir"]) if spec["weights_dir"] else None, sample=SampleSpec(),
               overwrite=True)
+    if spec["mode"] == "copy":  # libvips alone: decode the input and write the same kind of file urst writes
+        import pyvips
+
+        started = time.perf_counter()
+        pyvips.Image.new_from_file(str(job.input), access="sequential").tiffsave(
+            str(job.output.path), tile=True, tile_width=job.output.tile_size, tile_height=job.output.tile_size,
+            bigtiff=True, compression="deflate", predictor="horizontal")
+        return {"seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
     device = pick_device(job.device)
     cuda = device.type == "cuda"
     if spec["mode"] == "whole":
@@ -83,12 +91,17 @@ def _child(spec: dict) -> dict:
         clock = Stopwatch(torch.cuda.synchronize if cuda else None)
         # the model alone, timed before and after the job: machines drift in speed over seconds
         batch, before = _model_alone(job, device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()  # the job's own peak, not the reference runs'
         done = run(job, clock=clock)
         result = {"seconds": done.seconds, "stages": done.stages, "patches": done.patches,
                   "stats_mode": done.stats_mode, "peak_rss_mib": _peak_rss_mib(), "width": done.width,
                   "height": done.height}
+        if cuda:
+            result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
         per_batch = float(np.median(before + _model_alone(job, device)[1]))
         result["model_alone_seconds"] = per_batch * math.ceil(done.patches / batch)
+        return result
     if cuda:
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -125,8 +138,10 @@ def _model_alone(job, device) -> tuple[int, list[float]]:
     return plan.batch, times
 
 
-def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambda row: None) -> list[dict]:
-    """Measure every size (and the whole-image baseline up to where it runs out of memory)."""
+def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambda row: None,
+              copy_baseline: bool = False) -> list[dict]:
+    """Measure every size (and the whole-image baseline up to where it runs out of memory; and, with
+    ``copy_baseline``, ``vips copy`` of the same input to a tiled deflate BigTIFF: the I/O floor)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="urst-bench-") as scratch:
         whole_failed = False
@@ -139,6 +154,8 @@ def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambd
             if baseline and not whole_failed:
                 row["whole"] = _spawn({**spec, "mode": "whole"}, options.get("memory_limit"))
                 whole_failed = row["whole"].get("oom", False) or "error" in row["whole"]
+            if copy_baseline:
+                row["copy"] = _spawn({**spec, "mode": "copy"})
             path.unlink()
             rows.append(row)
             on_result(row)

@@ -269,6 +269,8 @@ def bench(
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory."),
     baseline: bool = typer.Option(False, "--baseline-whole", help="Also run each image whole, without tiling, "
                                   "until it runs out of memory (as in the URST paper's memory figure)."),
+    copy_baseline: bool = typer.Option(False, "--baseline-copy", help="Also time libvips copying each input to "
+                                       "a tiled deflate BigTIFF (decode + encode only): the I/O floor."),
     memory_limit: float = typer.Option(16.0, "--memory-limit", min=0.5, help="GiB a whole-image baseline may "
                                        "allocate before it counts as out of memory."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (for scripts)."),
@@ -299,12 +301,13 @@ def bench(
     if input is not None and not input.is_file():
         _fail(UrstError(f"{input}: no such file", 3))
     styles = [str(p) for p in style] or ([str(DATA / "starry_night.jpg")] if spec.style == "image" else [])
-    options = {"source_path": str(input or DATA / "sunset_hills.jpg"), "input_format": input_format.value, "styles": styles, "presets": preset
-               or ([0] if spec.style == "preset" else []), "model": model, "stats": stats.value,
+    options = {"source_path": str(input or DATA / "sunset_hills.jpg"), "input_format": input_format.value,
+               "styles": styles, "presets": preset or ([0] if spec.style == "preset" else []), "model": model,
+               "stats": stats.value,
                "patch_size": patch_size, "batch_size": batch_size, "device": device.value,
                "weights_dir": str(weights_dir) if weights_dir else None, "memory_limit": int(memory_limit * 2**30)}
     table = _BenchTable(enabled=not as_json)
-    rows = run_sweep(size_list, options, baseline, table.add)
+    rows = run_sweep(size_list, options, baseline, table.add, copy_baseline)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     if plot is not None:
@@ -328,15 +331,16 @@ class _BenchTable:
             return
         if not self.started:
             self.out.print(f"{'size':>15} {'MP':>7} {'time s':>8} {'MP/s':>6} {'RSS MiB':>8} {'GPU MiB':>8} "
-                           f"{'pipe/model':>10}  " + " ".join(f"{s:>6}" for s in self.STAGES) + "  whole image",
-                           soft_wrap=True)
+                           f"{'÷model':>7} {'÷copy':>6}  " + " ".join(f"{s:>6}" for s in self.STAGES) +
+                           "  whole image", soft_wrap=True)
             self.started = True
         t = row["tiled"]
         size = f"{row['width']}x{row['height']}"
         if "error" in t:
             self.out.print(f"{size:>15} {row['megapixels']:7.1f}  failed: {t['error']}", markup=False, soft_wrap=True)
             return
-        stylize = t["seconds"] - t["stages"].get("setup", 0) - t["stages"].get("stats", 0)
+        copy = row.get("copy", {})
+        per_copy = f"{t['seconds'] / copy['seconds']:6.1f}" if "seconds" in copy else f"{'-':>6}"
         stages = " ".join(f"{t['stages'].get(s, 0):6.1f}" for s in self.STAGES)
         gpu = f"{t['peak_gpu_mib']:8.0f}" if "peak_gpu_mib" in t else f"{'-':>8}"
         whole = row.get("whole")
@@ -345,8 +349,8 @@ class _BenchTable:
                       f"{whole['seconds']:.1f} s, {whole['peak_rss_mib']:.0f} MiB")
         self.out.print(f"{size:>15} {row['megapixels']:7.1f} {t['seconds']:8.1f} "
                        f"{row['megapixels'] / t['seconds']:6.2f} {t['peak_rss_mib']:8.0f} {gpu} "
-                       f"{stylize / t['model_alone_seconds']:10.2f}  {stages}  {whole_text}", markup=False,
-                       soft_wrap=True)
+                       f"{t['seconds'] / t['model_alone_seconds']:7.2f} {per_copy}  {stages}  {whole_text}",
+                       markup=False, soft_wrap=True)
 
 
 def _plot(rows: list[dict], path: Path) -> None:

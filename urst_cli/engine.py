@@ -20,7 +20,8 @@ from .reader import BandReader, prefetched
 from .tiling import Axis, plan_axis
 from .timing import Stopwatch
 
-__all__ = ["TilePlan", "Runner", "batch_for_memory", "iter_batches", "window_patches", "Finish", "row_ends", "blend_rows", "stylize_rows"]
+__all__ = ["TilePlan", "Runner", "batch_for_memory", "iter_batches", "window_patches", "Finish", "row_ends",
+           "blend_rows", "stylize_rows"]
 
 OUTPUT_ROWS = 64  # rows per block handed to the writer
 

@@ -22,8 +22,8 @@ import pyvips
 
 from .errors import EXIT_INPUT, UrstError
 
-__all__ = ["ImageInfo", "probe", "open_rgb", "BandReader", "prefetched", "padded_index", "reflects", "read_thumbnail", "read_crops", "read_whole",
-           "read_style"]
+__all__ = ["ImageInfo", "probe", "open_rgb", "BandReader", "prefetched", "padded_index", "reflects", "read_thumbnail",
+           "read_crops", "read_whole", "read_style"]
 
 MIN_STYLE_SIDE = 16
 DEFAULT_MAX_PIXELS = 4 * 1024**3  # 4 gigapixels; declared sizes above this are refused before decoding

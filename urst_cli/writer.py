@@ -181,7 +181,7 @@ def _own_tiff(spec: OutputSpec) -> bool:
 
 
 def _tile_side(spec: OutputSpec, width: int, height: int) -> int:
-    """The TIFF tile side: a tile much larger than the image is refused by readers, so at most the image's (16-px steps)."""
+    """The TIFF tile side: readers refuse tiles much larger than the image, so at most its size (16-px steps)."""
     return min(spec.tile_size, max(16, -(-max(width, height) // 16) * 16))
 
 
