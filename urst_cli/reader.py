@@ -136,7 +136,7 @@ class BandReader:
     previous one is in use (``prefetched``).
     """
 
-    FETCH_ROWS = 32  # rows per libvips request: its transient copies stay a few MB at any width
+    FETCH_ROWS = 8  # rows per libvips request: libvips holds ~14x that while serving it (50 MB for 32 x 38.7k px)
 
     def __init__(self, path: str | os.PathLike, padded_width: int, padded_height: int):
         self.path = Path(path)
@@ -150,7 +150,7 @@ class BandReader:
         self._keep_limit = int(self._rows_of[self.height:].min()) if padded_height > self.height else self.height
         self._region = pyvips.Region.new(self.image)
         self._random_region: pyvips.Region | None = None
-        self._bufs = [np.zeros((0, self.width, self.bands), np.uint8) for _ in range(2)]
+        self._bufs = [np.zeros((0, padded_width, self.bands), np.uint8) for _ in range(2)]
         self._turn = 0  # the buffer holding the last band
         self._top, self._count = 0, 0  # its first rows hold real rows [_top, _top + _count)
 
@@ -170,7 +170,11 @@ class BandReader:
         return box[rows - r0][:, cols - c0]
 
     def read(self, top: int, bottom: int) -> np.ndarray:
-        """Rows [top, bottom) of the padded frame: uint8 [bottom - top, padded_width, bands]."""
+        """Rows [top, bottom) of the padded frame: uint8 [bottom - top, padded_width, bands], a view of a buffer.
+
+        The buffers are as wide as the padded frame and the padding is filled in place (a few
+        columns per fetch, mirrored rows once at the bottom), so no band is ever copied whole.
+        """
         if top < self._top:
             raise ValueError("BandReader reads top to bottom only")
         keep_from = min(top, self._keep_limit)
@@ -180,18 +184,19 @@ class BandReader:
             self._skip(self._top + self._count, keep_from)
         previous, self._turn = self._bufs[self._turn], 1 - self._turn
         buf = self._bufs[self._turn]
-        if need - keep_from > len(buf):
-            buf = self._bufs[self._turn] = np.empty((need - keep_from, self.width, self.bands), np.uint8)
+        if bottom - keep_from > len(buf):
+            buf = self._bufs[self._turn] = np.empty((bottom - keep_from, self.padded_width, self.bands), np.uint8)
         buf[:kept] = previous[self._count - kept: self._count]
         self._top, self._count = keep_from, kept
+        real = min(self.width, self.padded_width)
         for start in range(keep_from + kept, need, self.FETCH_ROWS):
-            stop = min(start + self.FETCH_ROWS, need)
-            buf[start - keep_from: stop - keep_from] = self._fetch(self._region, 0, start, self.width, stop - start)
+            rows = slice(start - keep_from, min(start + self.FETCH_ROWS, need) - keep_from)
+            buf[rows, :real] = self._fetch(self._region, 0, start, real, rows.stop - rows.start)
+            buf[rows, real:] = buf[rows, self._cols[real:]]
         self._count = max(self._count, need - keep_from)
-        if bottom <= self.height and self._cols.size == self.width:
-            return buf[top - keep_from: bottom - keep_from]  # a view: no copy in the common case
-        rows = self._rows_of[top:bottom] - keep_from
-        return buf[rows][:, self._cols]
+        if bottom > need:  # below the image: mirrored (or repeated) rows, all of them still in this buffer
+            buf[need - keep_from: bottom - keep_from] = buf[self._rows_of[need:bottom] - keep_from]
+        return buf[top - keep_from: bottom - keep_from]
 
     def _skip(self, start: int, stop: int) -> None:
         """Decode and drop rows [start, stop): a sequential source cannot jump ahead."""
