@@ -153,7 +153,7 @@ def stylize(
     compression: CompressionChoice = typer.Option(CompressionChoice.deflate, "--compression",
                                                   help="TIFF compression."),
     quality: int = typer.Option(90, "--quality", min=1, max=100, help="JPEG/WebP quality (and JPEG-in-TIFF)."),
-    tile_size: int = typer.Option(512, "--tile-size", min=16, help="TIFF tile side (a multiple of 16)."),
+    tile_size: int = typer.Option(256, "--tile-size", min=16, help="TIFF tile side (a multiple of 16)."),
     pyramid: bool = typer.Option(False, "--pyramid", help="TIFF: add reduced-resolution levels (QuPath, OpenSlide)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished rows on disk beside the output (about 3 "
