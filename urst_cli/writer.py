@@ -43,9 +43,9 @@ __all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows"
 
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 COMPRESSIONS = ("deflate", "jpeg", "zstd", "lzw", "none")
-# Rows the engine may run ahead of the writer: more than one band row's burst, so compute never waits
-# while a row of tiles is encoded, yet a fixed amount of memory at any image size
-WRITE_AHEAD_BYTES = 32 * 2**20
+# Rows the engine may run ahead of the writer: a band row's output up to ~14k px wide (wider ones wait
+# ~50 ms per band row while a row of tiles is encoded), and a fixed amount of memory at any image size
+WRITE_AHEAD_BYTES = 16 * 2**20
 ENCODERS = max(1, (os.cpu_count() or 2) // 2)  # threads encoding TIFF tiles: half the cores
 FORMAT_LIMITS = {"jpeg": 65535, "webp": 16383, "png": 2**31 - 1, "tiff": 2**32 - 1}
 
