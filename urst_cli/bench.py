@@ -50,6 +50,7 @@ def _child(spec: dict) -> dict:
     import torch
 
     from .engine import Runner
+    from .heap import reuse_freed_blocks
     from .job import Job, conditioning, load_model, pick_device, run, use_bfloat16
     from .models import PerInstance, pad_to_valid
     from .stats import SampleSpec
@@ -69,6 +70,7 @@ def _child(spec: dict) -> dict:
             str(job.output.path), tile=True, tile_width=job.output.tile_size, tile_height=job.output.tile_size,
             bigtiff=True, compression="deflate", predictor="horizontal")
         return {"seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
+    reuse_freed_blocks()  # as the job does, for the model-alone timings too
     device = pick_device(job.device)
     cuda = device.type == "cuda"
     if spec["mode"] == "whole":

@@ -1,27 +1,44 @@
-"""Handing freed memory back to the operating system.
+"""Tuning glibc's heap for a process that streams a large image through a network.
 
-glibc keeps freed blocks of a few MB (libvips' row buffers, numpy copies, torch
-activations) in its heaps, and interleaved with small live blocks they cannot be
-returned: a process streaming a wide image then grows with the image's width, not its
-content. ``malloc_trim`` releases every free page of every heap; once per band row it
-costs a few milliseconds and keeps peak memory flat in the image size.
+Two things go wrong with glibc's defaults here:
+
+- Blocks of a few MB or more (activations, libvips row buffers) are mmap'ed fresh and unmapped
+  on free, so every forward pass page-faults its activations in again and the kernel zeroes
+  them: 46 ms of a 512 px patch's forward instead of 30 on 2 cores. ``reuse_freed_blocks``
+  serves blocks up to 32 MiB (glibc's limit) from the heap and stops free() from shrinking it,
+  so the next window reuses the same warm pages.
+- Freed blocks, interleaved with small live ones, stay in the heap and the process grows with
+  the image's width, not its content. ``trim_heap`` (``malloc_trim``) releases every free page
+  of every heap; once per band row it costs a few milliseconds and keeps peak memory flat.
 """
 
 from __future__ import annotations
 
 import ctypes
 
-__all__ = ["trim_heap"]
+__all__ = ["reuse_freed_blocks", "trim_heap"]
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_LARGEST_HEAP_BLOCK = 32 * 2**20  # glibc refuses a larger mmap threshold on 64-bit
+_NEVER_SHRINK = 2**31 - 1  # mallopt takes an int: free() then never shrinks the heap, trim_heap does
 
 
-def _malloc_trim():
+def _libc_function(name: str):
     try:
-        return ctypes.CDLL(None).malloc_trim  # glibc only; musl and macOS have no such call
+        return getattr(ctypes.CDLL(None), name)  # glibc only; musl and macOS have no such calls
     except (OSError, AttributeError):
         return None
 
 
-_MALLOC_TRIM = _malloc_trim()
+_MALLOC_TRIM = _libc_function("malloc_trim")
+_MALLOPT = _libc_function("mallopt")
+
+
+def reuse_freed_blocks() -> None:
+    """Keep freed blocks of up to 32 MiB in the heap for the next allocation (no-op without glibc)."""
+    if _MALLOPT is not None and _MALLOC_TRIM is not None:
+        _MALLOPT(_M_MMAP_THRESHOLD, _LARGEST_HEAP_BLOCK)
+        _MALLOPT(_M_TRIM_THRESHOLD, _NEVER_SHRINK)
 
 
 def trim_heap() -> None:

@@ -22,6 +22,7 @@ from . import __version__
 from .engine import Runner, TilePlan, batch_for_memory, stylize_rows
 from .timing import Stopwatch
 from .errors import EXIT_USAGE, UrstError
+from .heap import reuse_freed_blocks
 from .models import NUM_PRESETS, NormStats, PREDICTOR_SIZE, get_spec, load_parts, load_weights, mix, valid_size
 from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, probe, read_style, read_thumbnail, read_whole
 from .resume import Journal, journal_folder, tensor_digest
@@ -203,6 +204,7 @@ def load_model(job: Job, device: torch.device):
 
 def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = None) -> Result:
     started = time.perf_counter()
+    reuse_freed_blocks()  # process-wide: activations reuse warm heap pages instead of fresh mmaps
     pyvips.cache_set_max(0)  # every image is read once, top to bottom: libvips' operation cache only holds memory
     info: ImageInfo = probe(job.input, job.max_pixels)
     check_output(job.output, job.input, info.width, info.height, job.overwrite)
