@@ -101,3 +101,16 @@ def test_committed_weights_are_the_conversion_of_the_wheel(styletransfer_wheel):
         assert committed.keys() == state.keys()
         for key, value in state.items():
             np.testing.assert_array_equal(committed[key], value.astype(np.float32))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("pad", [0, 1, 4])
+def test_reflect_pad_is_torchs_reflection_in_the_same_memory_format(channels_last, pad):
+    from urst_cli.models.base import reflect_pad
+
+    x = torch.randn(2, 5, 13, 10)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = reflect_pad(x, pad)
+    assert torch.equal(out, torch.nn.functional.pad(x, (pad,) * 4, mode="reflect"))
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Conditioning, Stages, Stylizer
+from .base import Conditioning, Stages, Stylizer, reflect_pad
 
 __all__ = ["TransformerNet", "johnson_condition"]
 
@@ -31,7 +31,7 @@ class _Conv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.upsample > 1:
             x = F.interpolate(x, scale_factor=float(self.upsample), mode="nearest")
-        return self.conv2d(F.pad(x, (self.pad,) * 4, mode="reflect"))
+        return self.conv2d(reflect_pad(x, self.pad))
 
 
 class _Affine(nn.Module):
