@@ -54,3 +54,28 @@ def test_large_blocks_are_kept_in_the_heap_only_when_tuned(tuned):
         assert mapped == 0 and kept > 20 * 2**20
     else:  # glibc's default: a fresh mapping, unmapped again on free
         assert mapped >= 24 * 2**20 and kept < 4 * 2**20
+
+
+TRIM_PROBE = """
+import numpy as np
+from urst_cli.heap import TrimOnGrowth, resident_bytes, reuse_freed_blocks
+reuse_freed_blocks()
+trim = TrimOnGrowth(slack=8 * 2**20)
+trim()  # the baseline
+base = resident_bytes()
+small = np.ones(4 * 2**20, np.uint8); del small  # kept in the heap: within the slack, not trimmed
+trim()
+kept_small = resident_bytes()
+big = np.ones(24 * 2**20, np.uint8); del big  # kept in the heap: past the slack, trimmed
+grown = resident_bytes()
+trim()
+print(kept_small - base, grown - base, grown - resident_bytes())
+"""
+
+
+def test_the_heap_is_trimmed_only_once_it_has_grown_past_the_slack():
+    _mallinfo2()  # glibc
+    out = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, check=True).stdout
+    kept_small, grown, released = (int(v) for v in out.split())
+    assert kept_small > 3 * 2**20  # within the slack: the freed 4 MiB block stays, warm for reuse
+    assert grown > 20 * 2**20 and released > 20 * 2**20  # past it: the trim gives the heap back

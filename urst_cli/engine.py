@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .heap import trim_heap
+from .heap import TrimOnGrowth
 from .models import Box, Conditioning, NormStats, PerInstance, Replay, StatsPolicy, Stylizer, collect, pad_to_valid
 from .reader import BandReader, prefetched
 from .tiling import Axis, plan_axis
@@ -199,6 +199,7 @@ def blend_rows(
     carried = 0
     finished: np.ndarray | None = None
     strip_left = 0  # image column of the strip's first column
+    trim = TrimOnGrowth()
     ends = row_ends(rows, reader.height)
     replayed = ends.index(start_row) if start_row else -1  # ValueError: not where a band row ends
     on_patches(max(replayed, 0) * len(cols))
@@ -248,7 +249,7 @@ def blend_rows(
             continue  # the band row is not complete yet
         settle(strip_left, cols.length)
         carried = hi - emit_end
-        trim_heap()
+        trim()
         if emitted > 0:
             yield lo, finished[:emitted]
 
