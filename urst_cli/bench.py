@@ -99,13 +99,11 @@ def _child(spec: dict) -> dict:
         result = {"seconds": done.seconds, "stages": done.stages, "patches": done.patches,
                   "stats_mode": done.stats_mode, "peak_rss_mib": _peak_rss_mib(), "width": done.width,
                   "height": done.height}
-        if cuda:
-            result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if cuda:
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20  # before the reference runs below
+    if spec["mode"] == "tiled":
         per_batch = float(np.median(before + _model_alone(job, device)[1]))
         result["model_alone_seconds"] = per_batch * math.ceil(done.patches / batch)
-        return result
-    if cuda:
-        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 

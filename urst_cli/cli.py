@@ -303,8 +303,7 @@ def bench(
     styles = [str(p) for p in style] or ([str(DATA / "starry_night.jpg")] if spec.style == "image" else [])
     options = {"source_path": str(input or DATA / "sunset_hills.jpg"), "input_format": input_format.value,
                "styles": styles, "presets": preset or ([0] if spec.style == "preset" else []), "model": model,
-               "stats": stats.value,
-               "patch_size": patch_size, "batch_size": batch_size, "device": device.value,
+               "stats": stats.value, "patch_size": patch_size, "batch_size": batch_size, "device": device.value,
                "weights_dir": str(weights_dir) if weights_dir else None, "memory_limit": int(memory_limit * 2**30)}
     table = _BenchTable(enabled=not as_json)
     rows = run_sweep(size_list, options, baseline, table.add, copy_baseline)

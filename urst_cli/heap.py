@@ -39,7 +39,7 @@ _MALLOPT = _libc_function("mallopt")
 
 def reuse_freed_blocks() -> None:
     """Keep freed blocks of up to 32 MiB in the heap for the next allocation (no-op without glibc)."""
-    if _MALLOPT is not None and _MALLOC_TRIM is not None:
+    if _MALLOPT is not None and _MALLOC_TRIM is not None:  # a heap that never shrinks needs trim_heap
         _MALLOPT(_M_MMAP_THRESHOLD, _LARGEST_HEAP_BLOCK)
         _MALLOPT(_M_TRIM_THRESHOLD, _NEVER_SHRINK)
 
