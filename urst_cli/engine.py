@@ -54,11 +54,14 @@ class Runner:
         self._autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else nullcontext()
         self._staging = _PinnedStaging() if device.type == "cuda" else None
 
+    @torch.inference_mode()
     def to_tensor(self, patches: np.ndarray) -> Tensor:
         """uint8 [B,H,W,>=3] -> float32 [B,3,H,W] in [0,1] on the device (copied as uint8: 4x less traffic).
 
         The HWC pixels are already channels-last memory; one multiply converts and scales them.
         On CUDA the bytes go through page-locked memory, so the copy is an asynchronous DMA.
+        Always in inference mode: the reused staging buffers are then inference tensors whichever
+        caller made them, and refilling one in place is allowed.
         """
         host = torch.from_numpy(np.ascontiguousarray(patches[..., :3]))
         if self._staging is not None:
