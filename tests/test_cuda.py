@@ -67,3 +67,14 @@ def test_staging_buffers_work_in_and_out_of_inference_mode(photo_1mp, painting):
         expected = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
         torch.testing.assert_close(x.cpu(), expected)
 
+
+@pytest.mark.parametrize("megapixels", [4, 12])
+def test_default_job_stays_under_2_gib_of_gpu_memory(tmp_path, photo, painting, megapixels):
+    """Whole-image statistics are only chosen while that pass fits the same budget as the tiles."""
+    side = (megapixels * 1e6 / 6) ** 0.5
+    src = resized(photo, tmp_path / "photo.png", round(3 * side), round(2 * side))
+    torch.cuda.reset_peak_memory_stats()
+    result = run(Job(input=src, output=OutputSpec(tmp_path / "out.tif"), styles=[painting], device="cuda"))
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    print(f"{megapixels} MP: stats {result.stats_mode}, peak GPU {peak:.0f} MiB")
+    assert peak <= 2048

@@ -145,7 +145,7 @@ def stylize(
     overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Context pixels each patch sees beyond what "
                                           "it keeps, per side (default: receptive field + 8, e.g. 64)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Patches per forward pass "
-                                             "(default 1 on CPU, 8 on CUDA)."),
+                                             "(default 1 on CPU; on CUDA as many as fit in 1.5 GiB of GPU memory)."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="Where the network runs."),
     precision: str = typer.Option("auto", "--precision", help="Convolution precision: float32, bfloat16, or auto "
                                   "(bf16 on CUDA, and on CPUs with native bf16 for the VGG models; "

@@ -53,6 +53,7 @@ class Runner:
         self.bfloat16 = bfloat16
         self._autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else nullcontext()
         self._staging = _PinnedStaging() if device.type == "cuda" else None
+        self._patch_bytes: dict[int, int] = {}
 
     @torch.inference_mode()
     def to_tensor(self, patches: np.ndarray) -> Tensor:
@@ -70,9 +71,14 @@ class Runner:
             x = host.to(self.device)
         return (x.permute(0, 3, 1, 2) * (1 / 255)).contiguous(memory_format=torch.channels_last)
 
-    @torch.inference_mode()
     def patch_bytes(self, patch: int) -> int:
-        """Peak device memory one more patch of ``patch`` pixels a side adds to a batch (CUDA; measured)."""
+        """Peak device memory one more patch of ``patch`` pixels a side adds to a batch (CUDA; measured once)."""
+        if patch not in self._patch_bytes:
+            self._patch_bytes[patch] = self._measure_patch_bytes(patch)
+        return self._patch_bytes[patch]
+
+    @torch.inference_mode()
+    def _measure_patch_bytes(self, patch: int) -> int:
         x = self.to_tensor(np.zeros((2, patch, patch, 3), np.uint8))
         torch.cuda.synchronize(self.device)
         peaks = []

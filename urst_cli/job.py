@@ -235,12 +235,18 @@ def job_state(job: Job, info: ImageInfo, model, cond, plan: TilePlan, bfloat16: 
             "device": next(model.parameters()).device.type, "bfloat16": bfloat16}
 
 
+def whole_pass_limit(runner: Runner, plan: TilePlan) -> int:
+    """The most pixels a whole-image statistics pass may have and stay inside the tiled pass's memory budget."""
+    if runner.device.type == "cuda":  # it holds one forward's activations: what a window costs per pixel
+        return int(GPU_BUDGET / (runner.patch_bytes(plan.patch) / plan.patch**2))
+    # ~230 bytes per pixel for magenta on CPU: beyond 1 MP it would break the 1 GiB that streaming keeps
+    return 1_000_000
+
+
 def compute_stats(job: Job, runner: Runner, plan: TilePlan, open_reader, pixels: int) -> tuple[NormStats, str]:
     """The job's normalization statistics, and the estimator that made them."""
     mode = job.stats
-    # a whole-image pass holds every activation at once (~230 bytes per pixel for magenta on CPU): beyond
-    # 1 MP it would break the 1 GiB budget that the streaming pass keeps at any size
-    whole_limit = job.whole_limit or (1_000_000 if runner.device.type == "cpu" else 32_000_000)
+    whole_limit = job.whole_limit or whole_pass_limit(runner, plan)
     if mode == "auto":
         mode = "whole" if pixels <= whole_limit else "sampled"
     if mode == "whole":
