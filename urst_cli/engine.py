@@ -21,7 +21,7 @@ from .tiling import Axis, plan_axis
 from .timing import Stopwatch
 
 __all__ = ["TilePlan", "Runner", "batch_for_memory", "iter_batches", "window_patches", "Finish", "row_ends",
-           "blend_rows", "stylize_rows"]
+           "support_weights", "blend_rows", "stylize_rows"]
 
 OUTPUT_ROWS = 64  # rows per block handed to the writer
 
@@ -173,6 +173,17 @@ def row_ends(rows: Axis, height: int) -> list[int]:
     return [min(_open_from(rows, r), height) for r in range(len(rows))]
 
 
+def support_weights(axis: Axis, device: torch.device, scale: float = 1.0) -> list[Tensor]:
+    """Per window of ``axis``, ``scale`` x its blend weights over its support, on the device. Made once per
+    job: copied per window, each host-to-device copy would also wait for the device to finish its queue."""
+    weights = []
+    for i in range(len(axis)):
+        lo, hi = axis.support(i)
+        start = axis.starts[i]
+        weights.append(torch.from_numpy(axis.weights(i)[lo - start: hi - start] * np.float32(scale)).to(device))
+    return weights
+
+
 def blend_rows(
     reader: BandReader,
     runner: Runner,
@@ -202,6 +213,7 @@ def blend_rows(
     cols, rows = plan.axes(reader.padded_width, reader.padded_height)
     width, dev = reader.width, runner.device
     policy = Replay(stats.to(dev), runner.model)
+    row_ramps, col_ramps = support_weights(rows, dev, scale), support_weights(cols, dev)
     strip = torch.zeros(rows.window, min(cols.length, plan.batch * cols.window), 3, device=dev)
     carry_rows = max((rows.support(r)[1] - _open_from(rows, r) for r in range(len(rows))), default=0)
     carry = torch.zeros(carry_rows, width, 3, device=dev)  # rows [0, carried) are added to the next band row
@@ -217,7 +229,7 @@ def blend_rows(
         lo, hi = rows.support(r)
         emit_end = _open_from(rows, r)
         emitted = 0 if r == replayed else ends[r] - lo
-        row_weights = torch.from_numpy(rows.weights(r)[lo - top: hi - top] * np.float32(scale)).to(dev)[:, None, None]
+        row_weights = row_ramps[r][:, None, None]
 
         def settle(a: int, b: int) -> None:
             """Columns [a, b) of this band row are complete: add and save the carry, finish."""
@@ -234,6 +246,8 @@ def blend_rows(
                     finished = np.empty((rows.window, width, done.shape[2]), done.dtype)
                 finished[:emitted, a:b] = done
 
+        with clock("model"):  # staged before the previous batch is settled: on CUDA that waits for the device
+            x = runner.to_tensor(window_patches(band, cols, js))
         first = cols.support(js[0])[0]
         if js[0] == 0:
             strip_left = 0
@@ -245,14 +259,13 @@ def blend_rows(
             strip[:, : kept.shape[1]] = kept
             strip_left = first
         with clock("model"):
-            out = runner(runner.to_tensor(window_patches(band, cols, js)), policy)
+            out = runner(x, policy)
         out = out.permute(0, 2, 3, 1)[:, lo - top: hi - top]  # a view: channels-last memory is already HWC
         for k, j in enumerate(js):
             c0, c1 = cols.support(j)
             left = cols.starts[j]
-            col_weights = torch.from_numpy(cols.weights(j)[c0 - left: c1 - left]).to(dev)[:, None]
             strip[: hi - lo, c0 - strip_left: c1 - strip_left].addcmul_(out[k, :, c0 - left: c1 - left],
-                                                                        row_weights * col_weights)
+                                                                        row_weights * col_ramps[j][:, None])
         on_patches(len(js))
         if js[-1] != len(cols) - 1:
             continue  # the band row is not complete yet
