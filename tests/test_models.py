@@ -114,3 +114,22 @@ def test_reflect_pad_is_torchs_reflection_in_the_same_memory_format(channels_las
     out = reflect_pad(x, pad)
     assert torch.equal(out, torch.nn.functional.pad(x, (pad,) * 4, mode="reflect"))
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("channels, side", [(3, 9), (32, 200), (128, 70)])
+def test_channel_var_mean_matches_float64_on_boxes(channels_last, channels, side):
+    """Boxes of one item, as the statistics estimators cut them; 32 x 200 x 200 spans several row chunks."""
+    from urst_cli.models.norm import CHUNK_ELEMENTS, channel_var_mean
+
+    x = torch.randn(2, channels, side, side) * 3 + 5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    item = x[1, :, 2: side - 3, 1: side - 4]
+    var, mean = channel_var_mean(item)
+    ref_var, ref_mean = torch.var_mean(item.double(), dim=(1, 2), correction=0)
+    assert var.dtype == mean.dtype == torch.float32 and var.shape == mean.shape == (channels,)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(var.double(), ref_var, rtol=1e-6, atol=1e-6)
+    if channels == 32:
+        assert item.shape[1] * item.shape[2] * channels > 2 * CHUNK_ELEMENTS
