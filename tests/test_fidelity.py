@@ -8,7 +8,7 @@ import torch
 
 from urst_cli.engine import Runner, TilePlan, blend_rows
 from urst_cli.job import Job, conditioning, load_model
-from urst_cli.models import PerInstance, get_spec, pad_to_valid, valid_size
+from urst_cli.models import PerInstance, Replay, get_spec, pad_to_valid, valid_size, zero_padded_copy
 from urst_cli.reader import BandReader, read_whole
 from urst_cli.stats import exact_stats, whole_stats
 from urst_cli.writer import OutputSpec
@@ -47,7 +47,7 @@ def test_exact_stats_tiled_equals_whole_image(tmp_path, photo, painting):
     """The issue's acceptance check: a real photo at 2048x1536, patches far smaller than the image."""
     path = resized(photo, tmp_path / "photo.png", 2048, 1536)
     runner = _runner(painting)
-    plan = TilePlan(patch=768, overlap=64, feather=16, batch=2)
+    plan = TilePlan(patch=768, overlap=64, feather=16, batch=1)  # 3 x 3 windows: the middle one pads with zeros
     net = runner.model
     stats = exact_stats(runner, lambda: BandReader(path, valid_size(2048, net), valid_size(1536, net)), plan)
     whole = _whole(runner, path)
@@ -74,3 +74,19 @@ def test_whole_stats_tiled_equals_whole_at_odd_sizes(tmp_path, small_photo, pain
     whole = _whole(runner, path)
     assert tiled.shape == whole.shape == (3, height, width)
     assert np.abs(tiled - whole).max() <= 1e-4
+
+
+@pytest.mark.parametrize("model", ["magenta", "multistyle26"])
+def test_zero_padding_changes_nothing_beyond_the_receptive_radius(tmp_path, small_photo, painting, model):
+    """Why windows inside the image may skip reflection: blending keeps nothing within the radius of a cut edge."""
+    runner = _runner(painting, model, preset=7 if model == "multistyle26" else None)
+    net = runner.model
+    img = read_whole(resized(small_photo, tmp_path / "square.png", 256, 256))
+    x = runner.to_tensor(img[None])
+    policy = Replay(whole_stats(runner, img), net)
+    change = (runner(x, policy) - runner(x, policy, inside=True)).abs().amax(dim=1)[0]
+    r = net.receptive_radius
+    assert change.max() > 1e-2  # the edges really were padded differently
+    assert change[r + 1: -r - 1, r + 1: -r - 1].max() == 0  # inside_image keeps only pixels beyond r
+    copy = zero_padded_copy(net)
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(net.parameters(), copy.parameters()))

@@ -15,9 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .engine import TilePlan
 
 __all__ = ["run_sweep", "make_input"]
 
@@ -92,7 +97,7 @@ def _child(spec: dict) -> dict:
     else:
         clock = Stopwatch(torch.cuda.synchronize if cuda else None)
         # the model alone, timed before and after the job: machines drift in speed over seconds
-        batch, before = _model_alone(job, device)
+        before = _model_alone(job, device)
         if cuda:
             torch.cuda.reset_peak_memory_stats()  # the job's own peak, not the reference runs'
         done = run(job, clock=clock)
@@ -102,13 +107,33 @@ def _child(spec: dict) -> dict:
     if cuda:
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20  # before the reference runs below
     if spec["mode"] == "tiled":
-        per_batch = float(np.median(before + _model_alone(job, device)[1]))
-        result["model_alone_seconds"] = per_batch * math.ceil(done.patches / batch)
+        after = _model_alone(job, device)
+        edge, inside = before.batch_counts()
+        result["model_alone_seconds"] = (edge * float(np.median(before.edge + after.edge))
+                                         + inside * float(np.median(before.inside + after.inside)))
     return result
 
 
-def _model_alone(job, device) -> tuple[int, list[float]]:
-    """(batch size, seconds per batch) of the job's model on its own: warm, no I/O, no blending, statistics replayed.
+@dataclass
+class _ModelAlone:
+    plan: TilePlan
+    radius: int                 # the network's receptive radius
+    padded: tuple[int, int]     # the image's padded frame
+    edge: list[float]           # seconds per batch of windows with an edge on the frame's border
+    inside: list[float]         # seconds per batch of windows inside it (zero padding, see engine.inside_image)
+
+    def batch_counts(self) -> tuple[int, int]:
+        """(batches at the frame's border, batches inside it) of the job, as the engine cuts it."""
+        from .engine import batch_columns, inside_image
+
+        cols, rows = self.plan.axes(*self.padded)
+        inside = [inside_image(self.plan, self.radius, cols, rows, r, js) for r in range(len(rows))
+                  for js in batch_columns(len(cols), self.plan.batch)]
+        return len(inside) - sum(inside), sum(inside)
+
+
+def _model_alone(job, device) -> _ModelAlone:
+    """The job's model on its own, per batch, both ways it runs: warm, no I/O, no blending, statistics replayed.
 
     Real pixels (the input's top-left window, repeated to a batch); many timed batches (at least
     1.5 s of them), so that the median is not one slow moment of a shared machine.
@@ -117,8 +142,8 @@ def _model_alone(job, device) -> tuple[int, list[float]]:
 
     from .engine import Runner
     from .job import conditioning, load_model, make_plan, use_bfloat16
-    from .models import Replay
-    from .reader import BandReader
+    from .models import Replay, valid_size
+    from .reader import BandReader, probe
     from .stats import whole_stats
 
     model = load_model(job, device)
@@ -127,15 +152,19 @@ def _model_alone(job, device) -> tuple[int, list[float]]:
     window = BandReader(job.input, plan.patch, plan.patch).read(0, plan.patch)[:, :, :3]
     patches = runner.to_tensor(np.stack([window] * plan.batch))
     policy = Replay(whole_stats(runner, window).to(device), model)
-    runner(patches, policy)
-    times: list[float] = []
-    while len(times) < 5 or sum(times) < 1.5 and len(times) < 100:
-        started = time.perf_counter()
-        runner(patches, policy)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return plan.batch, times
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for inside in times:
+        runner(patches, policy, inside)
+    while len(times[True]) < 5 or sum(times[True]) < 0.75 and len(times[True]) < 100:
+        for inside, taken in times.items():  # in turns: a drift in the machine's speed affects both alike
+            started = time.perf_counter()
+            runner(patches, policy, inside)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            taken.append(time.perf_counter() - started)
+    info = probe(job.input)
+    padded = (valid_size(info.width, model), valid_size(info.height, model))
+    return _ModelAlone(plan, model.receptive_radius, padded, times[False], times[True])
 
 
 def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambda row: None,

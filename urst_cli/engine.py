@@ -15,12 +15,13 @@ import torch
 from torch import Tensor
 
 from .heap import TrimOnGrowth
-from .models import Box, Conditioning, NormStats, PerInstance, Replay, StatsPolicy, Stylizer, collect, pad_to_valid
+from .models import (Box, Conditioning, NormStats, PerInstance, Replay, StatsPolicy, Stylizer, collect, pad_to_valid,
+                     zero_padded_copy)
 from .reader import BandReader, prefetched
 from .tiling import Axis, plan_axis
 from .timing import Stopwatch
 
-__all__ = ["TilePlan", "Runner", "batch_for_memory", "iter_batches", "window_patches", "Finish", "row_ends",
+__all__ = ["TilePlan", "Runner", "batch_for_memory", "inside_image", "iter_batches", "batch_columns", "window_patches", "Finish", "row_ends",
            "support_weights", "blend_rows", "stylize_rows"]
 
 OUTPUT_ROWS = 64  # rows per block handed to the writer
@@ -54,6 +55,7 @@ class Runner:
         self._autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else nullcontext()
         self._staging = _PinnedStaging() if device.type == "cuda" else None
         self._patch_bytes: dict[int, int] = {}
+        self._zero_padded = zero_padded_copy(model)
 
     @torch.inference_mode()
     def to_tensor(self, patches: np.ndarray) -> Tensor:
@@ -90,9 +92,12 @@ class Runner:
         return max(peaks[1] - peaks[0], peaks[0] // 2, 1)
 
     @torch.inference_mode()
-    def __call__(self, x: Tensor, stats: StatsPolicy) -> Tensor:
+    def __call__(self, x: Tensor, stats: StatsPolicy, inside: bool = False) -> Tensor:
+        """The stylized batch; ``inside``: every window edge is a cut edge that blending discards (see
+        ``inside_image``), so the network may pad with zeros there."""
+        model = self._zero_padded if inside and self._zero_padded is not None else self.model
         with self._autocast:
-            return self.model(x, self.cond, stats).float()
+            return model(x, self.cond, stats).float()
 
     @torch.inference_mode()
     def collect(self, inputs: Iterable[np.ndarray], boxes: list[list[Box] | None], full_height: int) -> NormStats:
@@ -138,6 +143,14 @@ def batch_for_memory(patch_bytes: int, budget: int, free: int, cap: int = 32) ->
     return max(1, min(cap, min(budget, int(free * 0.8)) // max(patch_bytes, 1)))
 
 
+def inside_image(plan: TilePlan, radius: int, cols: Axis, rows: Axis, r: int, js: list[int]) -> bool:
+    """Whether windows ``js`` of band row ``r`` have only cut edges (none on the padded frame's border), each
+    with context enough that nothing within the network's receptive ``radius`` of it is kept (measured: what
+    the edge pads reaches ``radius`` pixels in, so kept pixels must start beyond it)."""
+    return (plan.overlap - plan.feather // 2 > radius and 0 < r < len(rows) - 1
+            and js[0] > 0 and js[-1] < len(cols) - 1)
+
+
 def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int, clock: Stopwatch = Stopwatch(),
                  first_row: int = 0) -> Iterator[tuple[int, np.ndarray, list[int]]]:
     """(row index, the band's pixels, column indices of one batch), band by band from ``first_row`` down.
@@ -148,8 +161,13 @@ def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int, clock: 
     for r in range(first_row, len(rows)):
         with clock("read"):
             band = next(bands)
-        for first in range(0, len(cols), batch):
-            yield r, band, list(range(first, min(first + batch, len(cols))))
+        for js in batch_columns(len(cols), batch):
+            yield r, band, js
+
+
+def batch_columns(columns: int, batch: int) -> list[list[int]]:
+    """The column indices of each batch of a band row, left to right."""
+    return [list(range(first, min(first + batch, columns))) for first in range(0, columns, batch)]
 
 
 def window_patches(band: np.ndarray, cols: Axis, js: list[int]) -> np.ndarray:
@@ -259,7 +277,7 @@ def blend_rows(
             strip[:, : kept.shape[1]] = kept
             strip_left = first
         with clock("model"):
-            out = runner(x, policy)
+            out = runner(x, policy, inside_image(plan, runner.model.receptive_radius, cols, rows, r, js))
         out = out.permute(0, 2, 3, 1)[:, lo - top: hi - top]  # a view: channels-last memory is already HWC
         for k, j in enumerate(js):
             c0, c1 = cols.support(j)

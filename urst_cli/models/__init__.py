@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UrstError
-from .base import Conditioning, Stylizer, mix, pad_to_valid, valid_size
+from .base import Conditioning, Stylizer, mix, pad_to_valid, valid_size, zero_padded_copy
 from .johnson import TransformerNet, johnson_condition
 from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer, magenta_condition
 from .multistyle import NUM_PRESETS, MultiStyleTransformer, preset_condition
@@ -26,7 +26,7 @@ __all__ = [
     "ModelSpec", "REGISTRY", "AUXILIARY", "get_spec", "load_parts", "load_weights", "check_state", "part_module",
     "part_stems", "packaged_weights_dir", "user_weights_dir", "find_weights", "Stylizer", "Conditioning", "mix",
     "NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "collect", "Box",
-    "pad_to_valid", "valid_size", "PREDICTOR_SIZE", "NUM_PRESETS",
+    "pad_to_valid", "valid_size", "zero_padded_copy", "PREDICTOR_SIZE", "NUM_PRESETS",
 ]
 
 

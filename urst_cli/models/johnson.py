@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Conditioning, Stages, Stylizer, reflect_pad
+from .base import Conditioning, Stages, Stylizer, padded_conv
 
 __all__ = ["TransformerNet", "johnson_condition"]
 
@@ -27,11 +27,12 @@ class _Conv(nn.Module):
         self.upsample = upsample
         self.conv2d = nn.Conv2d(cin, cout, kernel, stride)
         self.pad = kernel // 2
+        self.reflect = True  # False only on a zero_padded_copy
 
     def forward(self, x: Tensor) -> Tensor:
         if self.upsample > 1:
             x = F.interpolate(x, scale_factor=float(self.upsample), mode="nearest")
-        return self.conv2d(reflect_pad(x, self.pad))
+        return padded_conv(self.conv2d, x, self.pad, self.reflect)
 
 
 class _Affine(nn.Module):
