@@ -21,8 +21,8 @@ from .reader import BandReader, prefetched
 from .tiling import Axis, plan_axis
 from .timing import Stopwatch
 
-__all__ = ["TilePlan", "Runner", "batch_for_memory", "inside_image", "iter_batches", "batch_columns", "window_patches", "Finish", "row_ends",
-           "support_weights", "blend_rows", "stylize_rows"]
+__all__ = ["TilePlan", "Runner", "batch_for_memory", "inside_image", "iter_batches", "batch_columns", "window_patches",
+           "Finish", "row_ends", "support_weights", "blend_rows", "stylize_rows"]
 
 OUTPUT_ROWS = 64  # rows per block handed to the writer
 
@@ -144,9 +144,9 @@ def batch_for_memory(patch_bytes: int, budget: int, free: int, cap: int = 32) ->
 
 
 def inside_image(plan: TilePlan, radius: int, cols: Axis, rows: Axis, r: int, js: list[int]) -> bool:
-    """Whether windows ``js`` of band row ``r`` have only cut edges (none on the padded frame's border), each
-    with context enough that nothing within the network's receptive ``radius`` of it is kept (measured: what
-    the edge pads reaches ``radius`` pixels in, so kept pixels must start beyond it)."""
+    """Whether every edge of windows ``js`` in band row ``r`` is a cut edge (none on the padded frame's border)
+    whose blend weights start beyond the network's receptive ``radius``: padding there reaches ``radius``
+    pixels in (measured), so nothing it touches is kept and the network may pad with zeros."""
     return (plan.overlap - plan.feather // 2 > radius and 0 < r < len(rows) - 1
             and js[0] > 0 and js[-1] < len(cols) - 1)
 

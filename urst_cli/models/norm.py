@@ -26,7 +26,8 @@ from typing import Protocol, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "Moments", "channel_var_mean", "collect", "Box"]
+__all__ = ["NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "Moments",
+           "channel_var_mean", "collect", "Box"]
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in full-resolution pixels of one batch item
 
