@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .engine import Runner, TilePlan, iter_batches, window_patches
+from .engine import Runner, TilePlan, inside_image, iter_batches, window_patches
 from .heap import trim_heap
 from .models import NormStats, Probe, ProbeDone
 from .reader import BandReader, read_crops
@@ -51,8 +51,9 @@ def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: Til
                 (t, b), (l, rr) = rows.core(r), cols.core(j)
                 top, left = rows.starts[r], cols.starts[j]
                 boxes.append((t - top, l - left, b - top, rr - left))
+            inside = inside_image(plan, runner.model.receptive_radius, cols, rows, r, js)  # cores lie further in
             try:
-                runner(runner.to_tensor(window_patches(band, cols, js)), probe.at(boxes, rows.window))
+                runner(runner.to_tensor(window_patches(band, cols, js)), probe.at(boxes, rows.window), inside)
             except ProbeDone:
                 pass
         mean, second = probe.moments.result()
