@@ -116,13 +116,15 @@ def test_reflect_pad_is_torchs_reflection_in_the_same_memory_format(channels_las
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("channels, side", [(3, 9), (32, 200), (128, 70)])
-def test_channel_var_mean_matches_float64_on_boxes(channels_last, channels, side):
-    """Boxes of one item, as the statistics estimators cut them; 32 x 200 x 200 spans several row chunks."""
+def test_channel_var_mean_matches_float64_on_boxes(channels_last, channels, side, dtype):
+    """Boxes of one item, as the statistics estimators cut them; 32 x 200 x 200 spans several row chunks.
+    bf16: the activations of an autocast pass, whose statistics are taken in float32."""
     from urst_cli.models.norm import CHUNK_ELEMENTS, channel_var_mean
 
-    x = torch.randn(2, channels, side, side) * 3 + 5
+    x = (torch.randn(2, channels, side, side) * 3 + 5).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     item = x[1, :, 2: side - 3, 1: side - 4]

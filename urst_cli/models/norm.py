@@ -65,16 +65,16 @@ def channel_var_mean(x: Tensor) -> tuple[Tensor, Tensor]:
     On channels-last memory (channels innermost) torch.var_mean is 4-12x slower than summing
     each row and then the row sums, two passes (mean, then squared deviations, in row chunks);
     measured on 2 CPU cores, 32 x 384 x 384: 10.7 vs 3.4 ms, results within 2e-6 of float64.
+    bf16 activations (CUDA) become float32 a chunk at a time, never as a whole copy.
     """
-    x = x.float()
     if x.stride(0) != 1:
-        return torch.var_mean(x, dim=(1, 2), correction=0)
+        return torch.var_mean(x.float(), dim=(1, 2), correction=0)
     rows = x.permute(1, 2, 0)  # [h, w, C], a view
     n = rows.shape[0] * rows.shape[1]
-    mean = rows.sum(dim=1).sum(dim=0) / n
+    mean = rows.sum(dim=1, dtype=torch.float32).sum(dim=0) / n
     m2 = torch.zeros_like(mean)
     for part in rows.split(max(1, CHUNK_ELEMENTS // (rows.shape[1] * rows.shape[2]))):
-        deviations = part - mean
+        deviations = part.float() - mean
         m2 += (deviations * deviations).sum(dim=1).sum(dim=0)
     return m2 / n, mean
 
