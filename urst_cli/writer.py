@@ -7,8 +7,9 @@ Two savers run in a writer thread fed by a bounded queue, so the image never exi
   (``isal``) at level 1. On stylized images (noisy at the pixel level, where long LZ77
   searches seldom pay) that is ~7x less CPU than libtiff's level-6 deflate behind libvips and
   ~10% smaller, and still plain Adobe deflate that every TIFF reader decodes.
-- Everything else (pyramids, JPEG/LZW tiles, PNG, JPEG, WebP) goes through libvips: the rows
-  are framed as an uncompressed PNG stream that libvips reads through a custom source.
+- Everything else (pyramids, JPEG/LZW tiles, PNG, JPEG, WebP, and the DeepZoom/IIIF tile
+  pyramids of deepzoom.py) goes through libvips: the rows are framed as an uncompressed PNG
+  stream that libvips reads through a custom source.
 
 Nothing appears at the output path until the file is complete and its header re-read; a
 failed or interrupted run leaves no file behind.
@@ -19,8 +20,10 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import shutil
 import struct
 import threading
+import zipfile
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -34,20 +37,22 @@ import pyvips
 import tifffile
 from isal import isal_zlib
 
-from . import __version__
+from . import __version__, deepzoom
 
 from .errors import EXIT_OUTPUT, EXIT_USAGE, UrstError
 from .timing import Stopwatch
 
 __all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows"]
 
-FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp",
+           ".dzi": "dzi", ".szi": "szi"}
 COMPRESSIONS = ("deflate", "jpeg", "zstd", "lzw", "none")
 # Rows the engine may run ahead of the writer: a band row's output up to ~14k px wide (wider ones wait
 # ~50 ms per band row while a row of tiles is encoded), and a fixed amount of memory at any image size
 WRITE_AHEAD_BYTES = 16 * 2**20
 ENCODERS = max(1, (os.cpu_count() or 2) // 2)  # threads encoding TIFF tiles: half the cores
-FORMAT_LIMITS = {"jpeg": 65535, "webp": 16383, "png": 2**31 - 1, "tiff": 2**32 - 1}
+FORMAT_LIMITS = {"jpeg": 65535, "webp": 16383, "png": 2**31 - 1, "tiff": 2**32 - 1,
+                 **{kind: 2**31 - 1 for kind in deepzoom.KINDS}}
 
 
 @dataclass(frozen=True)
@@ -57,24 +62,28 @@ class OutputSpec:
     quality: int = 90              # JPEG/WebP, and JPEG-compressed TIFF
     tile_size: int = 256           # TIFF tile side: half the writer's row buffer of 512, and encodes faster
     pyramid: bool = False          # TIFF: add reduced-resolution levels
+    explicit_format: str | None = None  # "iiif" (a folder: no extension says it); None: from the extension
 
     @property
     def format(self) -> str:
-        return FORMATS[self.path.suffix.lower()]
+        return self.explicit_format or FORMATS[self.path.suffix.lower()]
 
 
 def check_output(spec: OutputSpec, input_path: Path, width: int, height: int, overwrite: bool) -> None:
     """Refuse, before any work, outputs that cannot or must not be written."""
     out = spec.path
-    if out.suffix.lower() not in FORMATS:
+    if not spec.explicit_format and out.suffix.lower() not in FORMATS:
         raise UrstError(f"{out}: unsupported output format '{out.suffix}'; use one of {', '.join(FORMATS)}",
                         EXIT_OUTPUT)
     if out.exists() and out.resolve() == input_path.resolve() or out.exists() and os.path.samefile(out, input_path):
         raise UrstError(f"{out}: output is the input file; choose another -o", EXIT_OUTPUT)
-    if out.exists() and not overwrite:
-        raise UrstError(f"{out}: already exists (use --overwrite to replace it)", EXIT_OUTPUT)
-    if out.is_dir():
-        raise UrstError(f"{out}: is a directory", EXIT_OUTPUT)
+    pyramid_kind = spec.format in deepzoom.KINDS
+    for path in deepzoom.occupied(out, spec.format) if pyramid_kind else [out]:
+        if path.exists() and not overwrite:
+            raise UrstError(f"{path}: already exists (use --overwrite to replace it)", EXIT_OUTPUT)
+        if path.is_dir() and not (pyramid_kind and deepzoom.replaceable(path, spec.format)):
+            raise UrstError(f"{path}: is a directory" + (" that urst did not write" if pyramid_kind else ""),
+                            EXIT_OUTPUT)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise UrstError(f"{parent}: output directory does not exist", EXIT_OUTPUT)
@@ -256,8 +265,10 @@ def _save(image: pyvips.Image, path: str, spec: OutputSpec) -> None:
         image.pngsave(path, compression=6)
     elif fmt == "jpeg":
         image.jpegsave(path, Q=spec.quality)
-    else:
+    elif fmt == "webp":
         image.webpsave(path, Q=spec.quality)
+    else:
+        deepzoom.save(image, Path(path), spec.path.name, fmt, spec.quality)
 
 
 def _verify(path: Path, width: int, height: int) -> None:
@@ -269,16 +280,37 @@ def _verify(path: Path, width: int, height: int) -> None:
         raise UrstError(f"the written file is {check.width}x{check.height}, expected {width}x{height}", EXIT_OUTPUT)
 
 
+def _publish(tmp: Path, spec: OutputSpec, width: int, height: int) -> None:
+    """Check what the saver wrote and move it to the output path."""
+    if spec.format not in deepzoom.KINDS:
+        _verify(tmp, width, height)
+        os.replace(tmp, spec.path)
+        return
+    try:
+        deepzoom.publish(tmp, spec.path, spec.format, width, height)
+    except (ValueError, zipfile.BadZipFile) as exc:
+        raise UrstError(f"the written pyramid does not read back: {exc}", EXIT_OUTPUT) from None
+    _discard(tmp)
+
+
+def _discard(path: Path) -> None:
+    """Remove a partial output: a file, or the staging folder of a tile pyramid."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int, spec: OutputSpec,
                clock: Stopwatch = Stopwatch()) -> None:
     """Write row blocks (uint8 [n, width, bands], top to bottom, ``height`` rows in all) to ``spec.path``.
 
     The caller's loop (the engine) runs in this thread; encoding and writing run in a saver
     thread (and libvips' own). ``clock`` is charged ("write") only for the time this thread waits on the
-    writer. On any failure, KeyboardInterrupt included, the temporary file is removed.
+    writer. On any failure, KeyboardInterrupt included, the temporary file (or folder) is removed.
     """
     _remove_orphans(spec.path)
-    tmp = spec.path.with_name(f".{spec.path.name}.{os.getpid()}.partial")
+    tmp = spec.path.with_name(f".{spec.path.name}.{os.getpid()}.partial")  # a folder for tile pyramids
     pipe = _BytesQueue(WRITE_AHEAD_BYTES)
     failure: list[BaseException] = []
 
@@ -305,13 +337,12 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
             thread.join()
             if failure:
                 raise failure[0]
-            _verify(tmp, width, height)
-            os.replace(tmp, spec.path)
+            _publish(tmp, spec, width, height)
     except BaseException as exc:
         _drain(pipe)
         pipe.put(_Abort())
         thread.join(timeout=60)
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         if isinstance(exc, pyvips.Error):
             raise UrstError(f"cannot write {spec.path}: {_reason(exc)}", EXIT_OUTPUT) from None
         if isinstance(exc, OSError):
@@ -324,7 +355,7 @@ def _remove_orphans(path: Path) -> None:
     for partial in path.parent.glob(f".{glob_escape(path.name)}.*.partial"):
         pid = partial.name[len(path.name) + 2: -len(".partial")]
         if pid.isdigit() and not _alive(int(pid)):
-            partial.unlink(missing_ok=True)
+            _discard(partial)
 
 
 def _alive(pid: int) -> bool:
