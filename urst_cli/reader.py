@@ -22,8 +22,8 @@ import pyvips
 
 from .errors import EXIT_INPUT, UrstError
 
-__all__ = ["ImageInfo", "probe", "open_rgb", "BandReader", "prefetched", "padded_index", "reflects", "read_thumbnail",
-           "read_crops", "read_whole", "read_style"]
+__all__ = ["ImageInfo", "probe", "open_rgb", "as_rgb", "BandReader", "prefetched", "padded_index", "reflects",
+           "read_thumbnail", "read_crops", "read_whole", "read_style"]
 
 MIN_STYLE_SIDE = 16
 DEFAULT_MAX_PIXELS = 4 * 1024**3  # 4 gigapixels; declared sizes above this are refused before decoding
@@ -90,8 +90,11 @@ def open_rgb(path: str | os.PathLike, access: str = "sequential") -> tuple[pyvip
     An embedded ICC profile is honoured; grey becomes RGB; CMYK and other spaces go through
     libvips' colour management to sRGB.
     """
-    path = Path(path)
-    img = _load(path, access)
+    return as_rgb(_load(Path(path), access))
+
+
+def as_rgb(img: pyvips.Image) -> tuple[pyvips.Image, pyvips.Image | None]:
+    """An image as ``open_rgb`` returns it: 8-bit sRGB and its alpha band (8-bit) if it has one."""
     alpha = None
     if img.hasalpha():
         alpha = _to_uchar(img[img.bands - 1])
