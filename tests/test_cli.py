@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import resource
 import subprocess
@@ -30,6 +31,14 @@ def test_version_and_help():
     for option in ("--style", "--output", "--stats", "--patch-size", "--overlap", "--batch-size", "--device",
                    "--compression", "--pyramid", "--quiet", "--overwrite"):
         assert option in help_text
+
+
+def test_stylize_help_groups_options_in_panels():
+    from urst_cli.cli.stylize import PANELS
+
+    help_text = run_cli("stylize", "--help", check=True, env={**os.environ, "COLUMNS": "120"}).stdout
+    titles = [line.split("─ ", 1)[1].split(" ─")[0] for line in help_text.splitlines() if line.startswith("╭─ ")]
+    assert titles == ["Arguments", "Options", *PANELS]
 
 
 def test_every_option_has_help():

@@ -1,0 +1,27 @@
+"""``urst models``: what each model needs and whether it is installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["list_models"]
+
+
+def list_models(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory.")
+                ) -> None:
+    """List the models, what style each takes, the weights each needs and whether they are installed."""
+    from ..models import REGISTRY, find_weights, part_stems
+    from ..weightstore import list_weights
+
+    installed = {w.stem for w in list_weights(weights_dir)}
+    for spec in REGISTRY.values():
+        if spec.named_weights:
+            names = sorted(s for s in installed if s.startswith(next(iter(spec.parts)).split("{name}")[0]))
+            state = f"installed: {', '.join(names)}" if names else "MISSING"
+        else:
+            missing = [stem for stem in part_stems(spec) if find_weights(stem, weights_dir) is None]
+            state = "installed" if not missing else f"MISSING {', '.join(s + '.safetensors' for s in missing)}"
+        typer.echo(f"{spec.name:<13} {spec.summary}\n{'':<13} weights: {state} (from {spec.source})")
