@@ -14,7 +14,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
-from . import bench, demo, models, stylize, weights
+from . import bench, demo, models, stylize, view, weights
 from .common import PanelledHelp, err
 
 __all__ = ["app", "entry"]
@@ -40,6 +40,7 @@ app.command("models")(models.list_models)
 app.add_typer(weights.app, name="weights")
 app.command("bench")(bench.bench)
 app.command("demo")(demo.demo)
+app.command("view")(view.view)
 
 
 def entry() -> None:

@@ -1,14 +1,15 @@
 // urst view: one OpenSeadragon viewer per image (the result, and with --compare the original beside it),
 // zoom and pan locked together. The address keeps the view: #x=PX&y=PX&zoom=Z centres image pixel (x, y)
 // of the first image at Z screen pixels per image pixel (1: 100%).
-// When every image is drawn at the current view, <html> gets data-ready="true" and data-levels, per
-// image [deepest level whose tiles were loaded, deepest level there is] (read by the browser test).
+// When every image is drawn at the current view, <html> gets data-ready="true", data-levels, per image
+// [deepest level whose tiles were loaded, deepest level there is], and data-views, per image [x, y, zoom]
+// of the view (read by the browser test).
 "use strict";
 
 (async function () {
   const panes = document.getElementById("panes");
   const images = await (await fetch("images.json")).json();
-  const viewers = images.map((image) => {
+  const boxes = images.map((image) => {  // every pane first: a viewer made before its neighbour would resize
     const pane = document.createElement("div");
     const box = document.createElement("div");
     const label = document.createElement("div");
@@ -18,17 +19,18 @@
     label.textContent = image.label;
     pane.append(box, label);
     panes.append(pane);
-    return OpenSeadragon({
-      element: box,
-      tileSources: image.tileSource,
-      drawer: "canvas",
-      showNavigationControl: false,  // its button images are not vendored: wheel, drag, keys and touch zoom
-      maxZoomPixelRatio: 8,          // look at single pixels
-      visibilityRatio: 0.2,
-      animationTime: 0.4,
-      preserveImageSizeOnResize: true,  // resizing the window does not rescale the image
-    });
+    return box;
   });
+  const viewers = images.map((image, i) => OpenSeadragon({
+    element: boxes[i],
+    tileSources: image.tileSource,
+    drawer: "canvas",
+    showNavigationControl: false,  // its button images are not vendored: wheel, drag, keys and touch zoom
+    maxZoomPixelRatio: 8,          // look at single pixels
+    visibilityRatio: 0.2,
+    animationTime: 0.4,
+    preserveImageSizeOnResize: true,  // resizing the window does not rescale the image
+  }));
   const opened = viewers.map((viewer) => new Promise((resolve, reject) => {
     viewer.addOnceHandler("open", resolve);
     viewer.addOnceHandler("open-failed", (event) => reject(new Error(event.message)));
@@ -90,12 +92,17 @@ function showHashView(viewer) {
   viewport.panTo(viewport.imageToViewportCoordinates(x, y), true);
 }
 
+// [x, y, zoom]: the image pixel at the centre of the viewer and the screen pixels per image pixel
+function imageView(viewer) {
+  const viewport = viewer.viewport;
+  const centre = viewport.viewportToImageCoordinates(viewport.getCenter(true));
+  return [centre.x, centre.y, viewport.viewportToImageZoom(viewport.getZoom(true))];
+}
+
 function keepViewInHash(viewer) {
   viewer.addHandler("animation-finish", () => {
-    const viewport = viewer.viewport;
-    const centre = viewport.viewportToImageCoordinates(viewport.getCenter());
-    const zoom = viewport.viewportToImageZoom(viewport.getZoom());
-    history.replaceState(null, "", `#x=${Math.round(centre.x)}&y=${Math.round(centre.y)}&zoom=${+zoom.toPrecision(3)}`);
+    const [x, y, zoom] = imageView(viewer);
+    history.replaceState(null, "", `#x=${Math.round(x)}&y=${Math.round(y)}&zoom=${+zoom.toPrecision(3)}`);
   });
 }
 
@@ -105,6 +112,7 @@ function reportLoading(viewers) {
   const update = () => {
     const items = viewers.map((viewer) => viewer.world.getItemAt(0));
     root.dataset.levels = JSON.stringify(viewers.map((viewer, i) => [deepest[i], viewer.source.maxLevel]));
+    root.dataset.views = JSON.stringify(viewers.map(imageView));
     root.dataset.ready = String(items.every((item) => item && item.getFullyLoaded()));
   };
   viewers.forEach((viewer, i) => {
