@@ -6,7 +6,6 @@ import hashlib
 import http.client
 import json
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -194,22 +193,8 @@ def test_vendored_openseadragon_matches_its_record():
 
 # --- in a real browser ------------------------------------------------------------------------------------
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("no Chromium here: install the Debian package chromium (.ci/run installs it where it can) "
-                "to run the browser test")
-
-
-def _headless(url: str, tmp_path: Path, width: int, *action: str) -> str:
-    """Run headless Chromium on ``url`` in a ``width`` x 600 window; its stdout."""
-    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--no-first-run", "--force-device-scale-factor=1", f"--window-size={width},600",
-                           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=30000",
-                           *action, url], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from view_in_browser import find_chromium, hash_at, headless, page_report, urst_view  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -221,20 +206,15 @@ def result_dzi(photo_1536, painting) -> Path:
 
 
 def _view_in_browser(tmp_path: Path, width: int, centre: tuple[int, int], *paths: Path) -> tuple[dict, np.ndarray]:
-    """``urst view PATHS`` opened at 100% around ``centre``: the page's report and a screenshot."""
-    args = [str(paths[0])] + [arg for path in paths[1:] for arg in ("--compare", str(path))]
-    proc = subprocess.Popen([sys.executable, "-m", "urst_cli", "view", *args, "--no-browser"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = proc.stdout.readline().strip() + f"#x={centre[0]}&y={centre[1]}&zoom=1"
-        dom = _headless(url, tmp_path, width, "--dump-dom")
-        shot = tmp_path / "screenshot.png"
-        _headless(url, tmp_path, width, f"--screenshot={shot}")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-    report = {name: json.loads(value) for name, value in re.findall(r'data-(ready|levels|views)="([^"]*)"',
-                                                                     dom.split(">", 2)[1].replace("&quot;", '"'))}
+    """``urst view PATHS`` opened at 100% around ``centre`` in a ``width`` x 600 window: the page's report
+    and a screenshot."""
+    if find_chromium() is None:
+        pytest.skip("no Chromium here: install the Debian package chromium (.ci/run installs it where it can) "
+                    "to run the browser tests")
+    shot, profile = tmp_path / "screenshot.png", tmp_path / "chromium-profile"
+    with urst_view(*paths) as url:
+        report = page_report(headless(url + hash_at(*centre), (width, 600), profile, "--dump-dom"))
+        headless(url + hash_at(*centre), (width, 600), profile, f"--screenshot={shot}")
     return report, pyvips.Image.new_from_file(str(shot)).numpy()[:, :, :3]
 
 
