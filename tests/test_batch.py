@@ -10,11 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import pyvips
 
-from conftest import resized, run_cli
+from conftest import ROOT, resized, run_cli
 from urst_cli.batch import STDOUT, Naming, Source, expand_inputs, name_outputs
 from urst_cli.errors import EXIT_SOME_FAILED, EXIT_USAGE, UrstError
 from urst_cli.events import SCHEMA
@@ -232,3 +231,14 @@ def test_preview_is_the_coarsest_level(tmp_path, photo, painting):
     preview = pyvips.Image.new_from_file(str(tmp_path / "wide_preview.png"))
     assert (preview.width, preview.height) == (800, 100) and not (tmp_path / "wide.png").exists()
     assert "wrote" in proc.stderr
+
+
+@pytest.mark.slow
+def test_no_leak_over_200_files():
+    """Resident memory after the last of 200 small files is within 5% of what it was after the 20th."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from batch import rss_over_files
+
+    _, done = rss_over_files(200, 256)
+    assert done[-1]["rss_mib"] <= 1.05 * done[19]["rss_mib"], [e["rss_mib"] for e in done[19::20]]
+    assert done[-1]["peak_rss_mib"] <= 1.05 * done[19]["peak_rss_mib"]
