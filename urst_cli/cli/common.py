@@ -62,6 +62,7 @@ class EventView:
                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                             console=err, transient=True, disable=quiet or not err.is_terminal)
         self.batch_task = self.file_task = None
+        self.file_name = ""
         self.files, self.finished, self.pixels_done, self.file_pixels = 0, 0, 0, 0
         self.failed: list[str] = []  # inputs that failed, as the user named them
 
@@ -86,10 +87,12 @@ class EventView:
             self.file_pixels = event.width * event.height
             if self.file_task is not None:
                 self.bar.remove_task(self.file_task)
-            self.file_task = self.bar.add_task(Path(event.input).name, total=1.0, rate="")
+            self.file_name = Path(event.input).name
+            self.file_task = self.bar.add_task(self.file_name, total=1.0, rate="")
         elif isinstance(event, FileProgress):
             rate = f"{event.mp_per_s:.2f} MP/s" if event.mp_per_s else ""
-            self.bar.update(self.file_task, description=f"{event.stage}", completed=event.fraction, rate=rate)
+            self.bar.update(self.file_task, description=f"{self.file_name}: {event.stage}", completed=event.fraction,
+                            rate=rate)
             if self.batch_task is not None:
                 self.bar.update(self.batch_task, completed=self.pixels_done + event.fraction * self.file_pixels)
         elif isinstance(event, FileDone):
