@@ -143,7 +143,7 @@ EVENT_FIELDS = {
                   "levels", "peak_rss_mib", "rss_mib", "peak_gpu_mib"},
     "file_skipped": {"index", "input", "output", "reason"},
     "file_error": {"index", "input", "output", "message", "exit_code", "kind"},
-    "summary": {"files", "done", "skipped", "failed", "seconds", "pixels", "mp_per_s", "exit_code"},
+    "summary": {"files", "done", "skipped", "failed", "seconds", "pixels", "mp_per_s", "exit_code", "error"},
 }
 
 
@@ -201,6 +201,16 @@ def test_one_input_fails_with_its_own_code_and_fail_fast_stops(tmp_path, batch_d
     kinds = [e["event"] for e in _events(proc.stdout) if e["event"] != "progress"]
     assert kinds == ["start", "file_start", "file_error", "summary"]  # a.png was never started
     assert not list(tmp_path.iterdir())
+
+
+def test_a_setup_error_stops_the_whole_batch_with_its_code(tmp_path, batch_dir):
+    proc = run_cli("stylize", batch_dir / "a.png", batch_dir / "b.jpg", "-s", tmp_path / "missing.jpg", "-o",
+                   f"{tmp_path}/out/", "--json")
+    events = _events(proc.stdout)
+    assert proc.returncode == 3 and [e["event"] for e in events] == ["start", "summary"]
+    assert "missing.jpg: no such file" in events[-1]["error"] and events[-1]["exit_code"] == 3
+    assert proc.stderr.strip().startswith("Error:") and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_stdin_to_stdout(tmp_path, batch_dir, painting):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from .errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OUTPUT, EXIT_SOME_FAILED, EXIT_USAGE, UrstError
+from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SOME_FAILED, EXIT_USAGE, UrstError
 from .events import (Emit, FileDone, FileError, FileProgress, FileSkipped, FileStart, Start, Summary, error_kind)
 from .heap import resident_bytes, trim_heap
 from .job import Job, Prepared, Progress, coarsest_level, prepare, run
@@ -316,8 +316,8 @@ def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emi
     """Stylize every item as ``template`` says (its input and output replaced), reporting through ``emit``.
 
     Exit code of the summary: 0 when every input was done or skipped; with one input (or ``fail_fast``)
-    the failed input's own code; otherwise EXIT_SOME_FAILED. Set-up errors (a bad option, a missing
-    style or weights) are raised: the whole run could not start.
+    the failed input's own code; otherwise EXIT_SOME_FAILED. A set-up error (a bad option, a missing
+    style or weights) ends the whole run: it is raised, after a summary that carries it.
     """
     started = time.perf_counter()
     infos: list[ImageInfo | UrstError | None] = []
@@ -328,9 +328,17 @@ def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emi
             infos.append(exc)
     scale = (lambda i: 4 ** coarsest_level(i.width, i.height)) if options.preview else (lambda i: 1)
     emit(Start(len(items), sum(i.pixels // scale(i) for i in infos if isinstance(i, ImageInfo))))
-    prepared: list[Prepared] = []  # made when the first image needs it
-    done = failed = skipped = pixels = 0
-    first_error: UrstError | None = None
+    prepared: Prepared | None = None  # made when the first image needs it
+    done = skipped = pixels = 0
+    errors: list[UrstError] = []
+
+    def summary(code: int, error: UrstError | None = None) -> Summary:
+        seconds = time.perf_counter() - started
+        result = Summary(len(items), done, skipped, len(errors), round(seconds, 3), pixels,
+                         round(pixels / 1e6 / max(seconds, 1e-9), 3), code, error and str(error))
+        emit(result)
+        return result
+
     for index, (item, info) in enumerate(zip(items, infos)):
         label, shown = item.source.label, str(item.output)
         skip = item.skip or (options.skip_existing and item.output != STDOUT and item.output.exists() and
@@ -339,25 +347,23 @@ def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emi
             emit(FileSkipped(index, label, shown, skip))
             skipped += 1
             continue
+        if prepared is None and isinstance(info, ImageInfo):
+            try:
+                prepared = prepare(template)
+            except UrstError as exc:
+                summary(exc.exit_code, exc)
+                raise
         try:
             if isinstance(info, UrstError):
                 raise info
             result, size = _run_one(template, item, info, index, options, emit, prepared)
-        except UrstError as exc:
-            message = str(exc) if label in str(exc) else f"{label}: {exc}"
-            emit(FileError(index, label, shown, message, exc.exit_code, error_kind(exc.exit_code)))
-            failed += 1
-            first_error = first_error or exc
-            if options.fail_fast:
-                break
-            continue
-        except Exception as exc:  # a bug, not a user error: report it and go on with the others
-            if options.raise_unexpected:
+        except Exception as exc:  # this input failed: report it and go on with the others
+            if not isinstance(exc, UrstError) and options.raise_unexpected:
                 raise
-            emit(FileError(index, label, shown, f"{label}: unexpected {type(exc).__name__}: {exc}", EXIT_FAILURE,
-                           error_kind(EXIT_FAILURE)))
-            failed += 1
-            first_error = first_error or UrstError(str(exc))
+            error = exc if isinstance(exc, UrstError) else UrstError(f"unexpected {type(exc).__name__}: {exc}")
+            message = str(error) if label in str(error) else f"{label}: {error}"
+            emit(FileError(index, label, shown, message, error.exit_code, error_kind(error.exit_code)))
+            errors.append(error)
             if options.fail_fast:
                 break
             continue
@@ -367,21 +373,13 @@ def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emi
         emit(FileDone(index, label, shown, result.width, result.height, size, round(result.seconds, 3),
                       round(result.megapixels_per_second, 3), result.stats_mode, round(_peak_rss_mib(), 1),
                       rss if rss is None else round(rss / 2**20, 1), _peak_gpu_mib(), list(result.levels)))
-    seconds = time.perf_counter() - started
-    if not failed:
-        code = 0
-    elif options.fail_fast or len(items) == 1:
-        code = first_error.exit_code
-    else:
-        code = EXIT_SOME_FAILED
-    summary = Summary(len(items), done, skipped, failed, round(seconds, 3), pixels,
-                      round(pixels / 1e6 / max(seconds, 1e-9), 3), code)
-    emit(summary)
-    return summary
+    if not errors:
+        return summary(0)
+    return summary(errors[0].exit_code if options.fail_fast or len(items) == 1 else EXIT_SOME_FAILED)
 
 
 def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: BatchOptions, emit: Emit,
-             prepared: list[Prepared]):
+             prepared: Prepared):
     """One input through ``job.run``: the result and its size in bytes. A result bound for stdout is
     written to a temporary file first, so only a complete one reaches it."""
     source = item.source.path
@@ -400,9 +398,7 @@ def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: Ba
     job = replace(template, input=source, output=replace(template.output, path=output))
     emit(FileStart(index, item.source.label, str(item.output), info.width, info.height))
     try:
-        if not prepared:
-            prepared.append(prepare(template))
-        result = run(job, _FileProgress(emit, index, info.pixels, options.progress_interval), prepared=prepared[0])
+        result = run(job, _FileProgress(emit, index, info.pixels, options.progress_interval), prepared=prepared)
     finally:
         if options.preview:
             source.unlink(missing_ok=True)

@@ -10,7 +10,8 @@ ever added, never renamed or removed, so a script written against schema 1 keeps
                    stats_mode, levels (multi-scale: one dict per level), peak_rss_mib, rss_mib, peak_gpu_mib
     file_skipped   index, input, output, reason
     file_error     index, input, output, message, exit_code, kind (usage, input, output, failure)
-    summary        files, done, skipped, failed, seconds, pixels (stylized), mp_per_s, exit_code
+    summary        files, done, skipped, failed, seconds, pixels (stylized), mp_per_s, exit_code, error (why
+                   the whole run stopped before its end: a bad option, style or weights; else null)
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class Summary:
     pixels: int
     mp_per_s: float
     exit_code: int
+    error: str | None = None
 
 
 Event = Union[Start, FileStart, FileProgress, FileDone, FileSkipped, FileError, Summary]

@@ -110,7 +110,7 @@ class EventView:
             self._finished(0)
             self.failed.append(event.input)
             self.bar.console.print(f"Error: {event.message}", markup=False, soft_wrap=True)
-        elif isinstance(event, Summary) and event.files > 1 and not self.quiet:
+        elif isinstance(event, Summary) and event.files > 1 and not self.quiet and event.error is None:
             self.bar.console.print(f"{event.done} done, {event.skipped} skipped, {event.failed} failed of "
                                    f"{event.files} files in {event.seconds:.1f} s ({event.mp_per_s:.2f} MP/s)",
                                    markup=False, soft_wrap=True)
