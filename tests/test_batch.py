@@ -252,3 +252,23 @@ def test_no_leak_over_200_files():
     _, done = rss_over_files(200, 256)
     assert done[-1]["rss_mib"] <= 1.05 * done[19]["rss_mib"], [e["rss_mib"] for e in done[19::20]]
     assert done[-1]["peak_rss_mib"] <= 1.05 * done[19]["peak_rss_mib"]
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_prepared_once_equals_prepared_per_image(tmp_path, batch_dir, painting, alpha):
+    """A batch's shared set-up gives each image the bytes a run of its own gives (with --alpha < 1 magenta's
+    conditioning mixes in each photo's own style vector, so it is made per image)."""
+    from dataclasses import replace
+
+    from urst_cli.job import Job, prepare, run
+    from urst_cli.writer import OutputSpec
+
+    template = Job(input=Path(), output=OutputSpec(Path()), styles=[painting], alpha=alpha, patch_size=256)
+    prepared = prepare(template)
+    assert (prepared.runner is None) == (alpha < 1)
+    for name in ("a.png", "sub/d.webp"):
+        alone = replace(template, input=batch_dir / name, output=OutputSpec(tmp_path / f"alone{Path(name).stem}.tif"))
+        shared = replace(alone, output=OutputSpec(tmp_path / f"shared{Path(name).stem}.tif"))
+        run(alone)
+        run(shared, prepared=prepared)
+        assert alone.output.path.read_bytes() == shared.output.path.read_bytes()
