@@ -59,10 +59,12 @@ def _deterministic():
     np.random.seed(0)
 
 
-def run_cli(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m urst_cli`` as a user would; returns the completed process (text output)."""
-    proc = subprocess.run([sys.executable, "-m", "urst_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+def run_cli(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None,
+            stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m urst_cli`` as a user would; returns the completed process (text output; ``stdin``: bytes)."""
+    proc = subprocess.run([sys.executable, "-m", "urst_cli", *map(str, args)], capture_output=True, timeout=timeout,
+                          env=env, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
+    proc.stdout, proc.stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     if check and proc.returncode != 0:
         raise AssertionError(f"urst {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc

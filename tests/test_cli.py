@@ -130,7 +130,8 @@ def test_user_errors_are_one_line(tmp_path, photo_300, painting):
     exists = tmp_path / "exists.tif"
     exists.write_bytes(b"keep me")
     _error(run_cli("stylize", tmp_path / "missing.jpg", "-s", painting), 3, "no such file")
-    _error(run_cli("stylize", tmp_path, "-s", painting), 3, "directory")
+    (tmp_path / "no_images").mkdir()
+    _error(run_cli("stylize", tmp_path / "no_images", "-s", painting), 3, "no images")
     _error(run_cli("stylize", fake, "-s", painting, "-o", tmp_path / "o.tif"), 3, "not an image")
     _error(run_cli("stylize", empty, "-s", painting, "-o", tmp_path / "o.tif"), 3, "empty")
     _error(run_cli("stylize", photo_300, "-s", fake, "-o", tmp_path / "o.tif"), 3, "not an image")
@@ -146,7 +147,7 @@ def test_user_errors_are_one_line(tmp_path, photo_300, painting):
            "--patch-size")
     _error(run_cli("stylize", photo_300, "-s", painting, "-o", tmp_path / "o.tif", "--max-pixels", "1000"), 3,
            "--max-pixels")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "exists.tif", "notes.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "exists.tif", "no_images", "notes.jpg"]
 
 
 def test_full_disk_leaves_nothing(tmp_path, photo_300, painting):

@@ -23,19 +23,21 @@ from .engine import Runner, TilePlan, batch_for_memory, stylize_rows
 from .timing import Stopwatch
 from .errors import EXIT_USAGE, UrstError
 from .heap import reuse_freed_blocks
-from .models import NUM_PRESETS, NormStats, PREDICTOR_SIZE, get_spec, load_parts, load_weights, mix, valid_size
+from .models import (NUM_PRESETS, NormStats, PREDICTOR_SIZE, Stylizer, get_spec, load_parts, load_weights, mix,
+                     valid_size)
 from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, probe, read_style, read_thumbnail, read_whole
 from .resume import Journal, journal_folder, tensor_digest
 from .stats import SampleSpec, exact_stats, sampled_stats, whole_stats
 from .writer import OutputSpec, check_output, write_rows
 
-__all__ = ["Job", "Result", "run", "pick_device", "StatsMode"]
+__all__ = ["Job", "Result", "Prepared", "prepare", "run", "pick_device", "coarsest_level", "StatsMode"]
 
 StatsMode = Literal["auto", "sampled", "thumbnail", "exact"]
 FEATHER = 16  # blend width in pixels at patch seams
 # device memory a batch of windows may take on CUDA by default: with weights, the blend strip and the
 # carry, a job stays under 2 GiB, so it shares a GPU with others (--batch-size overrides it)
 GPU_BUDGET = int(1.5 * 2**30)
+COARSEST_SIDE = 1500  # long side of the coarsest level of a multi-scale job, and of ``urst stylize --preview``
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Result:
     patches: int
     stages: dict[str, float] = field(default_factory=dict)  # seconds: read, stats, model, blend, write
     patch_size: int = 0
+    levels: list[dict] = field(default_factory=list)       # multi-scale: one entry per level, coarsest first
 
     @property
     def megapixels_per_second(self) -> float:
@@ -88,6 +91,18 @@ class Progress:
     def stage(self, text: str) -> None: ...
     def start_patches(self, total: int) -> None: ...
     def advance(self, patches: int) -> None: ...
+
+
+def coarsest_level(width: int, height: int) -> int:
+    """The coarsest level of multi-scale stylization: the smallest k with long side / 2**k <= 1500 px.
+
+    ``urst stylize --preview`` stylizes the input reduced by 2**k, which shows the whole result as
+    that level sees it.
+    """
+    k, side = 0, max(width, height)
+    while side > COARSEST_SIDE << k:
+        k += 1
+    return k
 
 
 def pick_device(name: str) -> torch.device:
@@ -137,21 +152,41 @@ def model_options(job: Job) -> dict:
     return {"transform": job.transform} if job.transform else {}
 
 
-class _StyleContext:
-    """What a model family's conditioner may ask for besides the style images."""
+class _NeedsContent(Exception):
+    """The conditioner asked for the content photo: the conditioning is made per image."""
 
-    def __init__(self, job: Job, device: torch.device):
-        self.job, self.device = job, device
+
+class _StyleContext:
+    """What a model family's conditioner may ask for besides the style images.
+
+    Auxiliary networks are loaded once and shared by the contexts ``with_content`` makes; a context
+    without a content photo raises ``_NeedsContent`` when asked for it.
+    """
+
+    def __init__(self, weights_dir: Path | None, device: torch.device, content: Path | None = None,
+                 loaded: dict | None = None):
+        self.weights_dir, self.device, self.content = weights_dir, device, content
+        self._loaded = {} if loaded is None else loaded
+
+    def with_content(self, content: Path) -> "_StyleContext":
+        return _StyleContext(self.weights_dir, self.device, content, self._loaded)
 
     def load_auxiliary(self, name: str):
-        return load_weights(name, self.device, self.job.weights_dir)
+        if name not in self._loaded:
+            self._loaded[name] = load_weights(name, self.device, self.weights_dir)
+        return self._loaded[name]
 
     def content_square(self):
-        return read_style(self.job.input, PREDICTOR_SIZE, square=True)
+        if self.content is None:
+            raise _NeedsContent
+        return read_style(self.content, PREDICTOR_SIZE, square=True)
 
 
-def conditioning(job: Job, model, device: torch.device):
-    """The style the job asked for, as the model's per-layer conditioning (several styles mixed by weight)."""
+def conditioning(job: Job, model, device: torch.device, context: _StyleContext | None = None):
+    """The style the job asked for, as the model's per-layer conditioning (several styles mixed by weight).
+
+    ``context``: where auxiliary networks and the content photo come from (default: the job's input).
+    """
     spec = get_spec(job.model)
     if spec.style == "image":
         if not job.styles or job.presets:
@@ -179,7 +214,8 @@ def conditioning(job: Job, model, device: torch.device):
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise UrstError("--style-weights must be non-negative and not all zero", EXIT_USAGE)
     with torch.inference_mode():
-        return mix(spec.condition(model, styles, job.alpha, _StyleContext(job, device)), weights)
+        context = context or _StyleContext(job.weights_dir, device, job.input)
+        return mix(spec.condition(model, styles, job.alpha, context), weights)
 
 
 def use_bfloat16(job: Job, model, device: torch.device) -> bool:
@@ -202,21 +238,55 @@ def load_model(job: Job, device: torch.device):
     return load_parts(spec, device, job.weights, job.weights_dir, model_options(job))
 
 
-def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = None) -> Result:
-    started = time.perf_counter()
+@dataclass
+class Prepared:
+    """What a job sets up before it looks at its image: made once by ``prepare`` and shared by every job
+    of a batch that differs from it only in input and output."""
+
+    device: torch.device
+    model: Stylizer
+    bfloat16: bool
+    context: _StyleContext
+    runner: Runner | None   # None: the conditioning depends on each photo (magenta with --alpha < 1)
+    plan: TilePlan | None   # with the runner (on CUDA its batch is measured with it)
+
+    def for_image(self, job: Job) -> tuple[Runner, TilePlan]:
+        """The runner and tiling for ``job``'s image."""
+        if self.runner is not None:
+            return self.runner, self.plan
+        cond = conditioning(job, self.model, self.device, self.context.with_content(job.input))
+        runner = Runner(self.model, cond, self.device, self.bfloat16)
+        return runner, make_plan(job, runner)
+
+
+def prepare(job: Job) -> Prepared:
+    """Process settings, device, weights and, where it does not depend on the photo, the style conditioning."""
     reuse_freed_blocks()  # process-wide: activations reuse warm heap pages instead of fresh mmaps
     pyvips.cache_set_max(0)  # every image is read once, top to bottom: libvips' operation cache only holds memory
-    info: ImageInfo = probe(job.input, job.max_pixels)
-    check_output(job.output, job.input, info.width, info.height, job.overwrite)
     device = pick_device(job.device)
     model = load_model(job, device)
-    cond = conditioning(job, model, device)
-    runner = Runner(model, cond, device, use_bfloat16(job, model, device))
-    plan = make_plan(job, runner)
+    context = _StyleContext(job.weights_dir, device)
+    bfloat16 = use_bfloat16(job, model, device)
+    try:
+        cond = conditioning(job, model, device, context)
+    except _NeedsContent:
+        return Prepared(device, model, bfloat16, context, None, None)
+    runner = Runner(model, cond, device, bfloat16)
+    return Prepared(device, model, bfloat16, context, runner, make_plan(job, runner))
+
+
+def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = None,
+        prepared: Prepared | None = None) -> Result:
+    """Stylize ``job.input`` into ``job.output``; ``prepared``: the set-up ``prepare`` made (default: made here)."""
+    started = time.perf_counter()
+    info: ImageInfo = probe(job.input, job.max_pixels)
+    check_output(job.output, job.input, info.width, info.height, job.overwrite)
+    prepared = prepared or prepare(job)
+    runner, plan = prepared.for_image(job)
     journal = None
     if job.resume:
-        journal = Journal.open(job.output.path, job_state(job, info, model, cond, plan, runner.bfloat16),
-                               info.width, info.height, info.bands)
+        journal = Journal.open(job.output.path, job_state(job, info, runner.model, runner.cond, plan,
+                                                          runner.bfloat16), info.width, info.height, info.bands)
     try:
         return _stylize(job, info, runner, plan, journal, progress, clock, started)
     finally:

@@ -14,7 +14,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
-from . import bench, demo, models, stylize, view, weights
+from . import bench, demo, info, models, sheet, stylize, view, weights
 from .common import PanelledHelp, err
 
 __all__ = ["app", "entry"]
@@ -36,6 +36,8 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 
 app.command("stylize", cls=PanelledHelp)(stylize.stylize)
+app.command("info")(info.info)
+app.command("sheet")(sheet.sheet)
 app.command("models")(models.list_models)
 app.add_typer(weights.app, name="weights")
 app.command("bench")(bench.bench)

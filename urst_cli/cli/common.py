@@ -6,19 +6,21 @@ a documented exit code (see errors.py), never a traceback.
 
 from __future__ import annotations
 
-import resource
+import json
 import signal
+import sys
 from enum import Enum
+from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperCommand
 
 from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UrstError
 
-__all__ = ["err", "fail", "PanelledHelp", "StatsChoice", "DeviceChoice", "RichProgress", "run_job", "result_summary",
-           "peak_memory_text", "raise_terminated"]
+__all__ = ["err", "fail", "PanelledHelp", "StatsChoice", "DeviceChoice", "EventView", "run_batch_command",
+           "raise_terminated"]
 
 err = Console(stderr=True, highlight=False)
 
@@ -49,52 +51,92 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
-class RichProgress:
-    """Shows a progress bar on a terminal; stays silent otherwise."""
+class EventView:
+    """Renders a batch's events (urst_cli.events): JSON Lines on stdout with ``json_lines``; on stderr, unless
+    ``quiet``, a line per finished or skipped file, a summary for several files and, on a terminal, a bar for
+    the whole batch (files, pixels, ETA) above the current file's. Errors are printed even when quiet."""
 
-    def __init__(self, enabled: bool):
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    def __init__(self, json_lines: bool = False, quiet: bool = False):
+        self.json_lines, self.quiet = json_lines, quiet
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=err, transient=True, disable=not enabled)
-        self.task = None
-        self.pixels_per_patch = 0.0
+                            console=err, transient=True, disable=quiet or not err.is_terminal)
+        self.batch_task = self.file_task = None
+        self.file_name = ""
+        self.files, self.finished, self.pixels_done, self.file_pixels = 0, 0, 0, 0
+        self.failed: list[str] = []  # inputs that failed, as the user named them
 
-    def stage(self, text: str) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task(text, total=None, rate="")
-        self.bar.update(self.task, description=text)
+    def __enter__(self) -> "EventView":
+        self.bar.__enter__()
+        return self
 
-    def start_patches(self, total: int) -> None:
-        self.bar.reset(self.task, total=total, rate="")
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
 
-    def advance(self, patches: int) -> None:
-        self.bar.advance(self.task, patches)
-        task = self.bar.tasks[0]
-        if task.elapsed and self.pixels_per_patch:
-            self.bar.update(self.task, rate=f"{task.completed * self.pixels_per_patch / task.elapsed / 1e6:.2f} MP/s")
+    def __call__(self, event) -> None:
+        from ..events import FileDone, FileError, FileProgress, FileSkipped, FileStart, Start, Summary, as_json
+
+        if self.json_lines:
+            sys.stdout.write(json.dumps(as_json(event)) + "\n")
+            sys.stdout.flush()
+        if isinstance(event, Start):
+            self.files = event.files
+            if event.files > 1:
+                self.batch_task = self.bar.add_task(self._files_text(), total=max(event.pixels, 1), rate="")
+        elif isinstance(event, FileStart):
+            self.file_pixels = event.width * event.height
+            if self.file_task is not None:
+                self.bar.remove_task(self.file_task)
+            self.file_name = Path(event.input).name
+            self.file_task = self.bar.add_task(self.file_name, total=1.0, rate="")
+        elif isinstance(event, FileProgress):
+            rate = f"{event.mp_per_s:.2f} MP/s" if event.mp_per_s else ""
+            self.bar.update(self.file_task, description=f"{self.file_name}: {event.stage}", completed=event.fraction,
+                            rate=rate)
+            if self.batch_task is not None:
+                self.bar.update(self.batch_task, completed=self.pixels_done + event.fraction * self.file_pixels)
+        elif isinstance(event, FileDone):
+            self._finished(event.width * event.height)
+            if not self.quiet:
+                gpu = f", peak GPU {event.peak_gpu_mib:.0f} MiB" if event.peak_gpu_mib else ""
+                self.bar.console.print(f"wrote {event.output}  {event.width}x{event.height}  in {event.seconds:.1f} s "
+                                       f"({event.mp_per_s:.2f} MP/s; stats {event.stats_mode}; peak RSS "
+                                       f"{event.peak_rss_mib:.0f} MiB{gpu})", markup=False, soft_wrap=True)
+        elif isinstance(event, FileSkipped):
+            self._finished(0)
+            if not self.quiet:
+                self.bar.console.print(f"skipped {event.input}: {event.reason}", markup=False, soft_wrap=True)
+        elif isinstance(event, FileError):
+            self._finished(0)
+            self.failed.append(event.input)
+            self.bar.console.print(f"Error: {event.message}", markup=False, soft_wrap=True)
+        elif isinstance(event, Summary) and event.files > 1 and not self.quiet and event.error is None:
+            self.bar.console.print(f"{event.done} done, {event.skipped} skipped, {event.failed} failed of "
+                                   f"{event.files} files in {event.seconds:.1f} s ({event.mp_per_s:.2f} MP/s)",
+                                   markup=False, soft_wrap=True)
+
+    def _files_text(self) -> str:
+        return f"{self.finished}/{self.files} files"
+
+    def _finished(self, pixels: int) -> None:
+        self.finished += 1
+        self.pixels_done += pixels
+        if self.batch_task is not None:
+            self.bar.update(self.batch_task, description=self._files_text(), completed=self.pixels_done)
 
 
-def peak_memory_text() -> str:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    text = f"peak RSS {peak:.0f} MiB"
-    import torch
+def run_batch_command(template, items, options, view: EventView, failed_list: Path | None = None) -> None:
+    """Run a batch (urst_cli.batch) rendered by ``view`` and exit with its code; a set-up error, Ctrl-C or
+    SIGTERM ends in one line and its exit code. ``failed_list``: the failed inputs, one a line (written
+    even when the run is stopped)."""
+    from ..batch import run_batch
 
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        text += f", peak GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
-    return text
-
-
-def run_job(job, show_progress: bool):
-    """Run a job with a progress bar on a terminal; user errors and Ctrl-C end in one line and their exit code."""
-    from ..job import run
-
-    progress = RichProgress(enabled=show_progress and err.is_terminal)
-    kept = "; finished rows are kept: run it again with --resume to continue" if job.resume else \
-        "; nothing was written"
+    kept = "; finished rows are kept: run it again with --resume to continue" if template.resume else \
+        "; nothing was written for the current file"
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        with progress.bar:
-            return run(job, progress)
+        with view:
+            summary = run_batch(template, items, options, view)
     except UrstError as exc:
         fail(exc)
     except KeyboardInterrupt:
@@ -105,16 +147,14 @@ def run_job(job, show_progress: bool):
         raise typer.Exit(EXIT_TERMINATED)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if failed_list is not None:
+            failed_list.write_text("".join(f"{name}\n" for name in view.failed if name != "-"))
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
 
 
 def raise_terminated(signum, frame) -> None:
     raise Terminated()
-
-
-def result_summary(result) -> str:
-    return (f"wrote {result.path}  {result.width}x{result.height}  in {result.seconds:.1f} s "
-            f"({result.megapixels_per_second:.2f} MP/s; stats {result.stats_mode} {result.stats_seconds:.1f} s; "
-            f"{result.patches} patches; {peak_memory_text()})")
 
 
 def fail(exc: UrstError) -> None:

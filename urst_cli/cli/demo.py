@@ -6,12 +6,9 @@ from pathlib import Path
 
 import typer
 
-from .common import err, result_summary, run_job
+from .common import EventView, err, run_batch_command
 
 __all__ = ["demo"]
-
-DATA = Path(__file__).resolve().parents[1] / "data"
-
 
 def demo(
     size: int = typer.Option(8000, "--size", min=256, help="Long side, in pixels, to enlarge the shipped photo to."),
@@ -20,6 +17,8 @@ def demo(
     """Stylize the shipped photo, enlarged to --size pixels, with the shipped painting (Van Gogh)."""
     import pyvips
 
+    from ..batch import BatchOptions, Item, Source
+    from ..bench import DATA
     from ..job import Job
     from ..writer import OutputSpec
 
@@ -35,6 +34,6 @@ def demo(
     result_path = out_dir / "sunset_hills_starry_night.tif"
     job = Job(input=big, output=OutputSpec(result_path, pyramid=True), styles=[DATA / "starry_night.jpg"],
               overwrite=True)
-    result = run_job(job, show_progress=True)
-    err.print(result_summary(result))
-    typer.echo(f"result: {result.path.resolve()}")
+    items = [Item(Source(big, str(big), Path(".")), result_path)]
+    run_batch_command(job, items, BatchOptions(), EventView())
+    typer.echo(f"result: {result_path.resolve()}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -9,9 +11,9 @@ from typing import Optional
 import typer
 
 from ..errors import EXIT_USAGE, UrstError
-from .common import DeviceChoice, StatsChoice, err, fail, result_summary, run_job
+from .common import DeviceChoice, EventView, StatsChoice, fail, run_batch_command
 
-__all__ = ["stylize", "default_output", "PANELS"]
+__all__ = ["stylize", "PANELS"]
 
 # the help panels of `urst stylize --help`, in the order a new user looks for them
 STYLE, STROKES, TILING, OUTPUT, BATCH = "Style", "Strokes and statistics", "Tiling and device", "Output", "Batch"
@@ -26,19 +28,18 @@ class CompressionChoice(str, Enum):
     none = "none"
 
 
-def default_output(input_path: Path, styles: list[Path], presets: list[int], weights: Optional[str] = None) -> Path:
-    """<input stem>_<style stem(s)>.tif beside the input; -2, -3, ... appended rather than overwrite anything."""
-    tag = "+".join([p.stem for p in styles] + [f"preset{p}" for p in presets]) or weights or "stylized"
-    candidate = input_path.with_name(f"{input_path.stem}_{tag}.tif")
-    n = 2
-    while candidate.exists():
-        candidate = input_path.with_name(f"{input_path.stem}_{tag}-{n}.tif")
-        n += 1
-    return candidate
+class FormatChoice(str, Enum):
+    tif = "tif"
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+    dzi = "dzi"
 
 
 def stylize(
-    input: Path = typer.Argument(..., help="Photograph to stylize (JPEG, PNG, TIFF/BigTIFF, WebP, HEIF, ...)."),
+    inputs: Optional[list[str]] = typer.Argument(None, help="Photographs to stylize (JPEG, PNG, TIFF/BigTIFF, WebP, "
+                                                 "HEIF, ...) and folders of them; - reads one from stdin.",
+                                                 show_default=False),
     style: list[Path] = typer.Option([], "--style", "-s", help="Painting whose style to apply (magenta, adain, wct); "
                                      "repeat to interpolate several.", rich_help_panel=STYLE),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Network to use (see `urst models`); default "
@@ -83,10 +84,16 @@ def stylize(
     precision: str = typer.Option("auto", "--precision", help="Convolution precision: float32, bfloat16, or auto "
                                   "(bf16 on CUDA, and on CPUs with native bf16 for the VGG models; "
                                   "statistics are float32 always).", rich_help_panel=TILING),
-    output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                          help="Output file; the extension picks the format (.tif .png .jpg .webp). "
-                                               "Default: <input>_<style>.tif beside the input.",
-                                          rich_help_panel=OUTPUT),
+    output: Optional[str] = typer.Option(None, "--output", "-o",
+                                         help="Output: a file (one input; its extension picks the format: .tif .png "
+                                              ".jpg .webp .dzi), a folder ending in / (mirrors the inputs' tree), a "
+                                              "template such as '{dir}/{stem}_{style}.{ext}' (fields: dir rel stem "
+                                              "name suffix style model ext; see the README), or - for stdout (with "
+                                              "--format). Default: <input>_<style>.tif beside each input.",
+                                         rich_help_panel=OUTPUT),
+    format: Optional[FormatChoice] = typer.Option(None, "--format", help="Output format where -o does not name a "
+                                                  "file: tif (tiled BigTIFF, the default), png, jpg, webp, dzi.",
+                                                  rich_help_panel=OUTPUT),
     compression: CompressionChoice = typer.Option(CompressionChoice.deflate, "--compression",
                                                   help="TIFF compression.", rich_help_panel=OUTPUT),
     quality: int = typer.Option(90, "--quality", min=1, max=100, help="JPEG/WebP quality (and JPEG-in-TIFF).",
@@ -95,17 +102,39 @@ def stylize(
                                   rich_help_panel=OUTPUT),
     pyramid: bool = typer.Option(False, "--pyramid", help="TIFF: add reduced-resolution levels (QuPath, OpenSlide).",
                                  rich_help_panel=OUTPUT),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists.",
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that exist (never asks).",
                                    rich_help_panel=OUTPUT),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave inputs whose output exists alone: an "
+                                       "output appears only when complete, so this resumes a stopped batch.",
+                                       rich_help_panel=OUTPUT),
     resume: bool = typer.Option(False, "--resume", help="Keep finished rows on disk beside the output (about 3 "
                                 "bytes per pixel) and, if an earlier --resume run of this output was stopped, "
                                 "continue it: the result is the same as an uninterrupted run.",
                                 rich_help_panel=OUTPUT),
+    preview: bool = typer.Option(False, "--preview", help="Only write <output>_preview: the input reduced by a "
+                                 "power of 2 to at most 1500 px long, stylized, in seconds; how the whole result "
+                                 "will look.", rich_help_panel=OUTPUT),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in the folders' sub-folders "
+                                   "too.", rich_help_panel=BATCH),
+    files_from: Optional[str] = typer.Option(None, "--files-from", help="Also stylize the files (or folders) listed "
+                                             "in this file, one a line; - reads the list from stdin.",
+                                             rich_help_panel=BATCH),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first input that fails (exit with its "
+                                   "code); by default it is reported and the others go on (exit 5).",
+                                   rich_help_panel=BATCH),
+    failed_list: Optional[Path] = typer.Option(None, "--failed-list", help="Write the inputs that failed to this "
+                                               "file, one a line, ready for --files-from.", rich_help_panel=BATCH),
+    as_json: bool = typer.Option(False, "--json", help="Print events as JSON Lines on stdout (start, file_start, "
+                                 "progress, file_done, file_skipped, file_error, summary; see the README).",
+                                 rich_help_panel=BATCH),
     max_pixels: int = typer.Option(4 * 1024**3, "--max-pixels", min=1, help="Refuse inputs with more pixels.",
                                    rich_help_panel=BATCH),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.", rich_help_panel=BATCH),
 ) -> None:
-    """Stylize INPUT with a painting's style, streaming patches so any size fits in memory.
+    """Stylize photographs with a painting's style, streaming patches so any size fits in memory.
+
+    Many inputs run in one process: the model and the style are set up once. A file that fails is
+    reported and the others go on; exit status 5 then says some failed.
 
     Examples:
 
@@ -113,10 +142,15 @@ def stylize(
 
       urst stylize scan.tif -s starry_night.jpg -o scan_starry.tif --pyramid
 
+      urst stylize scans/ -r -s monet.jpg -o out/ --skip-existing --failed-list failed.txt
+
       urst stylize photo.jpg --preset 19 -o out.png
 
       urst stylize photo.jpg --model adain -s monet.jpg -s hokusai.jpg --style-weights 0.7,0.3 --alpha 0.8
     """
+    import tempfile
+
+    from ..batch import BatchOptions, Naming, expand_inputs, name_outputs, style_tag
     from ..job import Job
     from ..stats import SampleSpec
     from ..writer import OutputSpec
@@ -127,16 +161,31 @@ def stylize(
         mix_weights = [float(w) for w in style_weights.split(",")] if style_weights else None
     except ValueError:
         fail(UrstError(f"--style-weights {style_weights}: give numbers separated by commas", EXIT_USAGE))
+    if overwrite and skip_existing:
+        fail(UrstError("--overwrite and --skip-existing contradict each other: give one", EXIT_USAGE))
+    if output == "-" and as_json:
+        fail(UrstError("-o - and --json both want stdout: give one", EXIT_USAGE))
+    if output == "-" and sys.stdout.isatty():
+        fail(UrstError("-o - writes the image to stdout, which is a terminal: redirect it to a file or a pipe",
+                       EXIT_USAGE))
+    if not inputs and not files_from:
+        fail(UrstError("give an input: files, folders, - (stdin) or --files-from", EXIT_USAGE))
     if model is None:
         model = "multistyle26" if preset and not style else "magenta"
-    out_path = output or default_output(input, style, preset, weights)
-    job = Job(input=input, output=OutputSpec(out_path, compression.value, quality, tile_size, pyramid),
-              model=model, styles=style, presets=preset, style_weights=mix_weights, alpha=alpha,
-              preserve_color=preserve_color, weights=weights, transform=transform, weights_dir=weights_dir,
-              stats=stats.value, thumb_size=thumb_size,
-              sample=SampleSpec(seed=seed), patch_size=patch_size, overlap=overlap, batch_size=batch_size,
-              device=device.value, precision=precision, max_pixels=max_pixels, overwrite=overwrite,
-              resume=resume)
-    result = run_job(job, show_progress=not quiet)
-    if not quiet:
-        err.print(result_summary(result))
+    template = Job(input=Path(), output=OutputSpec(Path(), compression.value, quality, tile_size, pyramid),
+                   model=model, styles=style, presets=preset, style_weights=mix_weights, alpha=alpha,
+                   preserve_color=preserve_color, weights=weights, transform=transform, weights_dir=weights_dir,
+                   stats=stats.value, thumb_size=thumb_size, sample=SampleSpec(seed=seed), patch_size=patch_size,
+                   overlap=overlap, batch_size=batch_size, device=device.value, precision=precision,
+                   max_pixels=max_pixels, overwrite=overwrite, resume=resume)
+    naming = Naming(output, format.value if format else None, style_tag(style, preset, weights), model,
+                    numbered=not (overwrite or skip_existing), preview=preview)
+    with tempfile.TemporaryDirectory(prefix="urst-") as workdir:
+        try:
+            sources = expand_inputs(inputs or [], recursive, files_from, Path(workdir))
+            items = name_outputs(sources, naming)
+        except UrstError as exc:
+            fail(exc)
+        options = BatchOptions(skip_existing=skip_existing, fail_fast=fail_fast, preview=preview,
+                               raise_unexpected=bool(os.environ.get("URST_DEBUG")), workdir=Path(workdir))
+        run_batch_command(template, items, options, EventView(as_json, quiet), failed_list)
