@@ -15,6 +15,8 @@ from urst_cli.deepzoom import read_descriptor
 from urst_cli.errors import UrstError
 from urst_cli.writer import OutputSpec, check_output, write_rows
 
+from conftest import run_cli
+
 WIDTH, HEIGHT = 1300, 700  # three tiles across, two down at full resolution
 
 
@@ -125,3 +127,11 @@ def test_staging_folders_of_killed_runs_are_removed(tmp_path, image):
     (orphan / "out_files" / "0").mkdir(parents=True)
     write_rows(_blocks(image), WIDTH, HEIGHT, 3, OutputSpec(tmp_path / "out.szi"))
     assert [p.name for p in tmp_path.iterdir()] == ["out.szi"]
+
+
+def test_stylize_writes_pyramids_by_format(tmp_path, small_photo):
+    """--format names pyramids for folder outputs, as the extension does for files."""
+    run_cli("stylize", small_photo, "--preset", "1", "-o", f"{tmp_path}/out/", "--format", "szi", check=True)
+    made = tmp_path / "out" / "small_preset1.szi"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [made.name]
+    assert (read_descriptor(made).width, read_descriptor(made).height) == (384, 256)

@@ -33,7 +33,8 @@ __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELD
 IMAGE_SUFFIXES = frozenset(".jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .avif .jp2 .j2k .jxl .gif .pnm .ppm "
                            ".pgm .pbm .pfm .hdr .exr .fits .v".split())
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # hidden files (.DS_Store, ._x) go too
-FORMAT_SUFFIXES = {"tif": ".tif", "png": ".png", "jpg": ".jpg", "webp": ".webp", "dzi": ".dzi"}  # --format
+FORMAT_SUFFIXES = {"tif": ".tif", "png": ".png", "jpg": ".jpg", "webp": ".webp", "dzi": ".dzi",
+                   "szi": ".szi"}  # --format
 _SAME_FORMAT = {".tiff": ".tif", ".jpeg": ".jpg"}
 STDOUT = Path("-")
 TEMPLATE_FIELDS = {
@@ -144,7 +145,7 @@ def style_tag(styles: list[Path], presets: list[int], weights: str | None = None
 @dataclass(frozen=True)
 class Naming:
     output: str | None = None   # -o: None (beside each input), "-" (stdout), a file, a folder (DIR/), or a template
-    format: str | None = None   # tif png jpg webp dzi (default: the -o file's extension, else tif)
+    format: str | None = None   # tif png jpg webp dzi szi (default: the -o file's extension, else tif)
     style: str = "stylized"
     model: str = "magenta"
     numbered: bool = True       # default names get -2, -3, ... rather than replace a file (off with
@@ -169,7 +170,7 @@ def _render(pattern: str, fields: dict) -> Path:
 
 
 def _previewed(path: Path) -> Path:
-    suffix = ".png" if path.suffix.lower() == ".dzi" else path.suffix
+    suffix = ".png" if path.suffix.lower() in (".dzi", ".szi") else path.suffix
     return path.with_name(f"{path.stem}_preview{suffix}")
 
 

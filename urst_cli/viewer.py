@@ -72,7 +72,8 @@ class LiveTiles:
         rgb, alpha = open_rgb(path, "random")
         self._full = rgb.bandjoin(alpha) if alpha is not None else rgb
         self.width, self.height = self._full.width, self._full.height
-        self.descriptor = Descriptor(self.width, self.height, TILE_SIZE, TILE_OVERLAP, "png" if alpha is not None else "jpeg")
+        self.descriptor = Descriptor(self.width, self.height, TILE_SIZE, TILE_OVERLAP,
+                                     "png" if alpha is not None else "jpeg")
         long_side = max(self.width, self.height)
         self.max_level = math.ceil(math.log2(long_side)) if long_side > 1 else 0
         # the overview: the image shrunk by the smallest power of two (at least 2) that brings it within
@@ -275,7 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, send_body: bool) -> None:
         found = None
-        if self.headers.get("Host", self.server.host) in self.server.hosts:  # not a page of another site (DNS rebinding)
+        # a request naming another host is another site's page rebound to 127.0.0.1 (DNS rebinding)
+        if self.headers.get("Host", self.server.host) in self.server.hosts:
             try:
                 found = route(self.path.split("?", 1)[0], self.server.images, self.server.url.rstrip("/"))
             except (pyvips.Error, OSError, zipfile.BadZipFile):

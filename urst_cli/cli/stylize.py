@@ -34,6 +34,7 @@ class FormatChoice(str, Enum):
     jpg = "jpg"
     webp = "webp"
     dzi = "dzi"
+    szi = "szi"
 
 
 def stylize(
@@ -86,13 +87,13 @@ def stylize(
                                   "statistics are float32 always).", rich_help_panel=TILING),
     output: Optional[str] = typer.Option(None, "--output", "-o",
                                          help="Output: a file (one input; its extension picks the format: .tif .png "
-                                              ".jpg .webp .dzi), a folder ending in / (mirrors the inputs' tree), a "
-                                              "template such as '{dir}/{stem}_{style}.{ext}' (fields: dir rel stem "
-                                              "name suffix style model ext; see the README), or - for stdout (with "
-                                              "--format). Default: <input>_<style>.tif beside each input.",
+                                              ".jpg .webp .dzi .szi), a folder ending in / (mirrors the inputs' "
+                                              "tree), a template such as '{dir}/{stem}_{style}.{ext}' (fields: dir "
+                                              "rel stem name suffix style model ext; see the README), or - for "
+                                              "stdout (with --format). Default: <input>_<style>.tif beside each input.",
                                          rich_help_panel=OUTPUT),
     format: Optional[FormatChoice] = typer.Option(None, "--format", help="Output format where -o does not name a "
-                                                  "file: tif (tiled BigTIFF, the default), png, jpg, webp, dzi.",
+                                                  "file: tif (tiled BigTIFF, the default), png, jpg, webp, dzi, szi.",
                                                   rich_help_panel=OUTPUT),
     compression: CompressionChoice = typer.Option(CompressionChoice.deflate, "--compression",
                                                   help="TIFF compression.", rich_help_panel=OUTPUT),
