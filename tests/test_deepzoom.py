@@ -135,3 +135,13 @@ def test_stylize_writes_pyramids_by_format(tmp_path, small_photo):
     made = tmp_path / "out" / "small_preset1.szi"
     assert [p.name for p in (tmp_path / "out").iterdir()] == [made.name]
     assert (read_descriptor(made).width, read_descriptor(made).height) == (384, 256)
+
+
+@pytest.mark.parametrize("kind", ["dzi", "szi", "iiif"])
+def test_any_file_name(tmp_path, image, kind):
+    """Brackets (which libvips reads as options in a file name), dots and spaces are only a name."""
+    name = "a [Q=5].b" + ("" if kind == "iiif" else f".{kind}")
+    write_rows(_blocks(image), WIDTH, HEIGHT, 3, OutputSpec(tmp_path / name, explicit_format=kind))
+    assert read_descriptor(tmp_path / name).width == WIDTH
+    expected = {"dzi": [name, "a [Q=5].b_files"], "szi": [name], "iiif": [name]}[kind]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)

@@ -73,13 +73,15 @@ def save(image: pyvips.Image, staging: Path, name: str, kind: str, quality: int)
     staging.mkdir()
     jpeg = ".jpg" if kind == "iiif" else ".jpeg"  # what each layout's viewers ask for
     suffix = ".png" if image.hasalpha() else f"{jpeg}[Q={quality}]"  # JPEG has no alpha
-    stem = Path(name).stem
+    stem, options = Path(name).stem, {"tile_size": TILE_SIZE, "suffix": suffix}
+    # dzsave reads options from [...] in its file name: the output's own name goes in as imagename
     if kind == "dzi":
-        image.dzsave(str(staging / stem), tile_size=TILE_SIZE, suffix=suffix)
+        image.dzsave(str(staging / "pyramid"), imagename=stem, **options)
     elif kind == "szi":
-        image.dzsave(str(staging / name), tile_size=TILE_SIZE, suffix=suffix, container="szi")
+        image.dzsave(str(staging / "pyramid.szi"), imagename=stem, container="szi", **options)
+        (staging / "pyramid.szi").rename(staging / name)
     else:
-        image.dzsave(str(staging / name), tile_size=TILE_SIZE, suffix=suffix, layout="iiif3")
+        image.dzsave(str(staging / "pyramid"), imagename=name, layout="iiif3", **options)
         if image.hasalpha():  # IIIF's default tile format is jpg: say that these are PNG
             info_path = staging / name / "info.json"
             info = json.loads(info_path.read_text())
