@@ -30,9 +30,12 @@ def _source(path: str, rel: str = ".") -> Source:
     return Source(Path(path), path, Path(rel))
 
 
-def test_coarsest_level_is_the_first_power_of_two_within_1500_px():
-    assert [coarsest_level(*size) for size in [(1, 1), (1500, 1000), (1501, 10), (3000, 2999), (3001, 5),
-                                               (38730, 25820), (200, 6001)]] == [0, 0, 1, 1, 2, 5, 3]
+def test_coarsest_level_is_multiscale_auto():
+    """The preview's reduction is the coarsest level multi-scale's "auto" paints: long side <= 1536 px,
+    fewer octaves where the short side runs out."""
+    sizes = [(1, 1), (1536, 1000), (1537, 1000), (3072, 2048), (3073, 2048), (38730, 25820), (6000, 200)]
+    assert [coarsest_level(*size) for size in sizes] == [0, 0, 1, 1, 2, 5, 1]
+    assert coarsest_level(4000, 3000, "2") == 1
 
 
 def test_folders_expand_to_their_images_hidden_and_system_files_skipped(tmp_path):

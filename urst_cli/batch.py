@@ -24,7 +24,8 @@ from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SOME_FAILED, EXIT_USAGE, UrstE
 from .events import (Emit, FileDone, FileError, FileProgress, FileSkipped, FileStart, Start, Summary, error_kind)
 from .heap import resident_bytes, trim_heap
 from .job import Job, Prepared, Progress, coarsest_level, prepare, run
-from .reader import ImageInfo, probe
+from .multiscale import halve
+from .reader import ImageInfo, open_rgb, probe
 
 __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELDS", "FORMAT_SUFFIXES",
            "IMAGE_SUFFIXES", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch", "preview_copy"]
@@ -249,7 +250,7 @@ def _clashes(paths: list[Path]) -> set[int]:
 class BatchOptions:
     skip_existing: bool = False     # an existing output is a finished one (outputs appear only when complete)
     fail_fast: bool = False         # stop at the first failed input
-    preview: bool = False           # stylize each input reduced to the coarsest level (job.coarsest_level) only
+    preview: bool = False           # paint only each input's coarsest level (job.coarsest_level)
     progress_interval: float = 0.25  # seconds between progress events of one file
     raise_unexpected: bool = False  # re-raise errors that are not UrstError (debugging) instead of reporting them
     workdir: Path | None = None     # temporaries: previews' inputs, results on their way to stdout
@@ -285,18 +286,26 @@ class _FileProgress(Progress):
                                eta if eta is None else round(eta, 1)))
 
 
-def preview_copy(path: Path, info: ImageInfo, dest: Path) -> Path:
-    """``path`` reduced by 2**k, k = ``coarsest_level``, as an uncompressed libvips file (any sample format)."""
+def preview_copy(path: Path, k: int, dest: Path) -> Path:
+    """``path`` halved ``k`` times as multi-scale stylization's photo pyramid halves it (alpha too), written
+    uncompressed in libvips' own format (any sample format)."""
     import pyvips
 
-    k = coarsest_level(info.width, info.height)
-    width, height = max(1, round(info.width / 2**k)), max(1, round(info.height / 2**k))
     try:
-        pyvips.Image.thumbnail(str(path), width, height=height, size="force", fail_on="error").write_to_file(str(dest))
+        rgb, alpha = open_rgb(path, "sequential")
+        image = rgb.bandjoin(alpha) if alpha is not None else rgb
+        for _ in range(k):
+            image = halve(image)
+        image.write_to_file(str(dest))
     except pyvips.Error as exc:
         raise UrstError(f"{path}: cannot reduce it for the preview ({str(exc).strip().splitlines()[0]})",
                         EXIT_INPUT) from None
     return dest
+
+
+def _preview_level(template: Job, info: ImageInfo) -> int:
+    """The octaves the preview reduces by: the job's coarsest level (a single-scale job's: as with "auto")."""
+    return coarsest_level(info.width, info.height, "auto" if template.stroke_scale == "1" else template.stroke_scale)
 
 
 def _peak_rss_mib() -> float:
@@ -327,7 +336,7 @@ def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emi
             infos.append(None if item.skip else probe(item.source.path, template.max_pixels))
         except UrstError as exc:
             infos.append(exc)
-    scale = (lambda i: 4 ** coarsest_level(i.width, i.height)) if options.preview else (lambda i: 1)
+    scale = (lambda i: 4 ** _preview_level(template, i)) if options.preview else (lambda i: 1)
     emit(Start(len(items), sum(i.pixels // scale(i) for i in infos if isinstance(i, ImageInfo))))
     prepared: Prepared | None = None  # made when the first image needs it
     done = skipped = pixels = 0
@@ -393,10 +402,11 @@ def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: Ba
         except OSError as exc:
             raise UrstError(f"{output.parent}: cannot make the output folder ({exc.strerror or exc})",
                             EXIT_OUTPUT) from None
-    if options.preview:
-        source = preview_copy(source, info, options.workdir / f"preview-{index}.v")
-        info = probe(source, template.max_pixels)
     job = replace(template, input=source, output=replace(template.output, path=output))
+    if options.preview:  # the coarsest level, painted as multi-scale paints it: from the photo alone
+        source = preview_copy(source, _preview_level(template, info), options.workdir / f"preview-{index}.v")
+        info = probe(source, template.max_pixels)
+        job = replace(job, input=source, stroke_scale="1")
     emit(FileStart(index, item.source.label, str(item.output), info.width, info.height))
     try:
         result = run(job, _FileProgress(emit, index, info.pixels, options.progress_interval), prepared=prepared)

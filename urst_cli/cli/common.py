@@ -17,10 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperCommand
 
-from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UrstError
+from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UrstError, clear_stop, stop_on_signal
 
-__all__ = ["err", "fail", "PanelledHelp", "StatsChoice", "DeviceChoice", "EventView", "run_batch_command",
-           "raise_terminated"]
+__all__ = ["err", "fail", "PanelledHelp", "StatsChoice", "DeviceChoice", "EventView", "run_batch_command"]
 
 err = Console(stderr=True, highlight=False)
 
@@ -99,9 +98,12 @@ class EventView:
             self._finished(event.width * event.height)
             if not self.quiet:
                 gpu = f", peak GPU {event.peak_gpu_mib:.0f} MiB" if event.peak_gpu_mib else ""
+                levels = ", ".join(f"{lv['width']}x{lv['height']} " +
+                                   ("resumed" if lv["resumed"] else f"{lv['seconds']:.1f} s") for lv in event.levels)
                 self.bar.console.print(f"wrote {event.output}  {event.width}x{event.height}  in {event.seconds:.1f} s "
-                                       f"({event.mp_per_s:.2f} MP/s; stats {event.stats_mode}; peak RSS "
-                                       f"{event.peak_rss_mib:.0f} MiB{gpu})", markup=False, soft_wrap=True)
+                                       f"({event.mp_per_s:.2f} MP/s; stats {event.stats_mode}; "
+                                       f"{f'levels {levels}; ' if levels else ''}peak RSS {event.peak_rss_mib:.0f} MiB"
+                                       f"{gpu})", markup=False, soft_wrap=True)
         elif isinstance(event, FileSkipped):
             self._finished(0)
             if not self.quiet:
@@ -133,7 +135,7 @@ def run_batch_command(template, items, options, view: EventView, failed_list: Pa
 
     kept = "; finished rows are kept: run it again with --resume to continue" if template.resume else \
         "; nothing was written for the current file"
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous = {sig: signal.signal(sig, stop_on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with view:
             summary = run_batch(template, items, options, view)
@@ -146,15 +148,13 @@ def run_batch_command(template, items, options, view: EventView, failed_list: Pa
         err.print(f"Terminated{kept}.")
         raise typer.Exit(EXIT_TERMINATED)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        clear_stop()
         if failed_list is not None:
             failed_list.write_text("".join(f"{name}\n" for name in view.failed if name != "-"))
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
-
-
-def raise_terminated(signum, frame) -> None:
-    raise Terminated()
 
 
 def fail(exc: UrstError) -> None:

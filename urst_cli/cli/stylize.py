@@ -72,6 +72,14 @@ def stylize(
                                    "thumbnail.", rich_help_panel=STROKES),
     seed: int = typer.Option(0, "--seed", help="Seed of the crop positions for --stats sampled.",
                              rich_help_panel=STROKES),
+    stroke_scale: str = typer.Option("auto", "--stroke-scale", help="Paint strokes up to S times larger than the "
+                                     "network's own, an octave pyramid painted coarse to fine, so the result looks "
+                                     "painted seen whole and at 100%: auto (the coarsest level about 1000-1500 px), "
+                                     "or S >= 1 (a power of two; 1 = single-scale).", rich_help_panel=STROKES),
+    style_scale: float = typer.Option(1.0, "--style-scale", help="Read the painting F times larger, which makes the "
+                                      "copied texture larger (adain, wct: F x 512 px long side; magenta: its predictor "
+                                      "sees the centre 1/F of the painting enlarged F times, F >= 1).",
+                                      rich_help_panel=STROKES),
     patch_size: Optional[int] = typer.Option(None, "--patch-size", min=64, help="Patch side in pixels, context "
                                              "included (default 512 on CPU, 1024 on CUDA).", rich_help_panel=TILING),
     overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Context pixels each patch sees beyond what "
@@ -112,9 +120,9 @@ def stylize(
                                 "bytes per pixel) and, if an earlier --resume run of this output was stopped, "
                                 "continue it: the result is the same as an uninterrupted run.",
                                 rich_help_panel=OUTPUT),
-    preview: bool = typer.Option(False, "--preview", help="Only write <output>_preview: the input reduced by a "
-                                 "power of 2 to at most 1500 px long, stylized, in seconds; how the whole result "
-                                 "will look.", rich_help_panel=OUTPUT),
+    preview: bool = typer.Option(False, "--preview", help="Only write <output>_preview: the coarsest level of "
+                                 "--stroke-scale (the input halved to at most 1536 px long with auto), painted in "
+                                 "seconds: how the whole result will look seen whole.", rich_help_panel=OUTPUT),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in the folders' sub-folders "
                                    "too.", rich_help_panel=BATCH),
     files_from: Optional[str] = typer.Option(None, "--files-from", help="Also stylize the files (or folders) listed "
@@ -178,7 +186,8 @@ def stylize(
                    preserve_color=preserve_color, weights=weights, transform=transform, weights_dir=weights_dir,
                    stats=stats.value, thumb_size=thumb_size, sample=SampleSpec(seed=seed), patch_size=patch_size,
                    overlap=overlap, batch_size=batch_size, device=device.value, precision=precision,
-                   max_pixels=max_pixels, overwrite=overwrite, resume=resume)
+                   max_pixels=max_pixels, overwrite=overwrite, resume=resume, stroke_scale=stroke_scale,
+                   style_scale=style_scale)
     naming = Naming(output, format.value if format else None, style_tag(style, preset, weights), model,
                     numbered=not (overwrite or skip_existing), preview=preview)
     with tempfile.TemporaryDirectory(prefix="urst-") as workdir:
