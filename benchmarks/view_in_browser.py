@@ -4,22 +4,26 @@
                                          [--screenshot OUT.png]
 
 Starts `urst view RESULT --no-browser` and opens its page in headless Chromium (the Debian package
-chromium), driven from the command line with no extra Python package: --dump-dom returns the
-page once nothing is left to load (virtual time stands still while requests are pending), and the
-page marks <html data-ready="true"> when every image is drawn at the asked view. Prints the seconds
-from starting urst to the address being printed and to Chromium returning the drawn page, and the
-same for an empty page load of a tiny image (what Chromium alone takes). --at X,Y opens the view at
-100% around that pixel instead of the whole image. For an image whose tiles are cut on demand, it
-first times, in this process, tiles at the image's centre at full resolution, 1/2 and 1/4 while the
-overview is being made, and the overview. tests/test_viewer.py uses these functions.
+chromium), driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON messages on
+file descriptors 3 and 4, so no extra Python package): the viewport is set before the page loads,
+and the page is polled in real time until it marks <html data-ready="true">, every image drawn at
+the asked view. (Chromium's --dump-dom/--screenshot with a virtual time budget returned pages not
+yet drawn, or resized them before the screenshot, now and then.) Prints the seconds from starting
+urst to the address being printed and to the drawn page, and the same for a tiny image (what
+Chromium alone takes). --at X,Y opens the view at 100% around that pixel instead of the whole image.
+For an image whose tiles are cut on demand, it first times, in this process, tiles at the image's
+centre at full resolution, 1/2 and 1/4 while the overview is being made, and the overview.
+tests/test_viewer.py uses these functions.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
-import re
+import os
+import select
 import shutil
 import signal
 import subprocess
@@ -34,6 +38,8 @@ import pyvips
 
 from urst_cli.viewer import TILE_SIZE, LiveTiles, open_source
 
+REPORT = "JSON.stringify(Object.assign({}, document.documentElement.dataset))"
+
 
 def find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
@@ -42,26 +48,91 @@ def find_chromium() -> str | None:
     return None
 
 
-def headless(url: str, size: tuple[int, int], profile: Path, *action: str) -> str:
-    """Chromium's stdout for ``url`` in a window of ``size`` (CSS px = screen px) with ``action``
-    (--dump-dom, --screenshot=FILE)."""
-    chromium = find_chromium()
-    if chromium is None:
-        raise RuntimeError("no Chromium: install the Debian package chromium")
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--no-first-run", "--force-device-scale-factor=1", f"--window-size={size[0]},{size[1]}",
-                           f"--user-data-dir={profile}", "--virtual-time-budget=60000", *action, url],
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return proc.stdout
+class Browser:
+    """One headless Chromium page, driven over the DevTools protocol on a pipe."""
+
+    def __init__(self, size: tuple[int, int], profile: Path):
+        chromium = find_chromium()
+        if chromium is None:
+            raise RuntimeError("no Chromium: install the Debian package chromium")
+        commands, self._to_browser = os.pipe()
+        self._from_browser, replies = os.pipe()
+
+        def onto_3_and_4() -> None:  # where --remote-debugging-pipe expects them
+            os.dup2(commands, 3)
+            os.dup2(replies, 4)
+
+        self._proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                                       "--no-first-run", "--remote-debugging-pipe", f"--user-data-dir={profile}",
+                                       "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      preexec_fn=onto_3_and_4, pass_fds=(3, 4))
+        os.close(commands)
+        os.close(replies)
+        self._buffer, self._next_id, self._session = b"", 0, None
+        page = next(t for t in self._call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        self._session = self._call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+        self._call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1,
+                   mobile=False)
+
+    def _call(self, method: str, timeout: float = 60, **params) -> dict:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params}
+        if self._session is not None:  # to the page once attached; to the browser before
+            message["sessionId"] = self._session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" not in self._buffer:
+                if not select.select([self._from_browser], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    raise TimeoutError(f"chromium did not answer {method} in {timeout} s")
+                chunk = os.read(self._from_browser, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium closed the pipe")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._next_id:  # anything else is an event
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def evaluate(self, expression: str):
+        return self._call("Runtime.evaluate", expression=expression, returnByValue=True,
+                          awaitPromise=True)["result"].get("value")
+
+    def open(self, url: str, timeout: float = 300) -> dict:
+        """Load ``url`` and wait until the page is ready, then two more frames (drawn); its report."""
+        self._call("Page.navigate", url=url)
+        deadline = time.monotonic() + timeout
+        while self.evaluate("document.documentElement.dataset.ready") != "true":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the page was not ready after {timeout} s: {self.evaluate(REPORT)}")
+            time.sleep(0.05)
+        self.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        return {name: json.loads(value) for name, value in json.loads(self.evaluate(REPORT)).items()}
+
+    def screenshot(self) -> bytes:
+        return base64.b64decode(self._call("Page.captureScreenshot", format="png")["data"])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+            self._call("Browser.close", timeout=10)
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
 
 
-def page_report(dom: str) -> dict:
-    """What the page reports on <html>: ready (all drawn), levels ([deepest loaded, deepest] per image) and
-    views ([x, y, zoom] per image)."""
-    root = re.search(r"<html[^>]*>", dom)[0].replace("&quot;", '"')
-    return {name: json.loads(value) for name, value in re.findall(r'data-(ready|levels|views)="([^"]*)"', root)}
+@contextlib.contextmanager
+def browser(size: tuple[int, int], profile: Path) -> Iterator[Browser]:
+    page = Browser(size, profile)
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 @contextlib.contextmanager
@@ -86,14 +157,15 @@ def hash_at(x: int, y: int, zoom: float = 1) -> str:
 
 def timed_view(paths: list[Path], size: tuple[int, int], fragment: str, profile: Path,
                screenshot: Path | None = None) -> dict:
-    """Seconds from starting urst view to its address, and to Chromium returning the drawn page."""
-    started = time.perf_counter()
-    with urst_view(*paths) as url:
-        address = time.perf_counter() - started
-        report = page_report(headless(url + fragment, size, profile, "--dump-dom"))
-        drawn = time.perf_counter() - started
-        if screenshot is not None:
-            headless(url + fragment, size, profile, f"--screenshot={screenshot}")
+    """Seconds from starting urst view to its address, and to the page drawn (Chromium already running)."""
+    with browser(size, profile) as page:
+        started = time.perf_counter()
+        with urst_view(*paths) as url:
+            address = time.perf_counter() - started
+            report = page.open(url + fragment)
+            drawn = time.perf_counter() - started
+            if screenshot is not None:
+                screenshot.write_bytes(page.screenshot())
     return {"address_s": round(address, 2), "drawn_s": round(drawn, 2), **report}
 
 
@@ -120,7 +192,7 @@ def main() -> None:
     parser.add_argument("result", type=Path)
     parser.add_argument("--compare", type=Path)
     parser.add_argument("--at", help="X,Y: open at 100%% around this pixel (default: the whole image)")
-    parser.add_argument("--size", default="1280x800", help="window, WIDTHxHEIGHT")
+    parser.add_argument("--size", default="1280x800", help="viewport, WIDTHxHEIGHT")
     parser.add_argument("--screenshot", type=Path)
     args = parser.parse_args()
     size = tuple(int(n) for n in args.size.split("x"))

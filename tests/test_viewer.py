@@ -194,7 +194,7 @@ def test_vendored_openseadragon_matches_its_record():
 # --- in a real browser ------------------------------------------------------------------------------------
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from view_in_browser import find_chromium, hash_at, headless, page_report, urst_view  # noqa: E402
+from view_in_browser import browser, find_chromium, hash_at, urst_view  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -206,16 +206,15 @@ def result_dzi(photo_1536, painting) -> Path:
 
 
 def _view_in_browser(tmp_path: Path, width: int, centre: tuple[int, int], *paths: Path) -> tuple[dict, np.ndarray]:
-    """``urst view PATHS`` opened at 100% around ``centre`` in a ``width`` x 600 window: the page's report
-    and a screenshot."""
+    """``urst view PATHS`` opened at 100% around ``centre`` in a ``width`` x 600 viewport: the page's report
+    once everything is drawn, and a screenshot then."""
     if find_chromium() is None:
         pytest.skip("no Chromium here: install the Debian package chromium (.ci/run installs it where it can) "
                     "to run the browser tests")
-    shot, profile = tmp_path / "screenshot.png", tmp_path / "chromium-profile"
-    with urst_view(*paths) as url:
-        report = page_report(headless(url + hash_at(*centre), (width, 600), profile, "--dump-dom"))
-        headless(url + hash_at(*centre), (width, 600), profile, f"--screenshot={shot}")
-    return report, pyvips.Image.new_from_file(str(shot)).numpy()[:, :, :3]
+    with browser((width, 600), tmp_path / "chromium-profile") as page, urst_view(*paths) as url:
+        report = page.open(url + hash_at(*centre))
+        shot = page.screenshot()
+    return report, pyvips.Image.new_from_buffer(shot, "").numpy()[:, :, :3]
 
 
 def _check_drawn(screen: np.ndarray, left: int, width: int, centre: tuple[int, int], pixels: np.ndarray) -> None:
