@@ -29,9 +29,6 @@
     maxZoomPixelRatio: 8,          // look at single pixels
     visibilityRatio: 0.2,
     animationTime: 0.4,
-    // load the level the view needs, not every coarser one first: opened deep in a flat TIFF (a reload keeps
-    // the view), zoomed-out tiles wait for the overview and would hold all six of the browser's connections
-    immediateRender: true,
     preserveImageSizeOnResize: true,  // resizing the window does not rescale the image
   }));
   const opened = viewers.map((viewer) => new Promise((resolve, reject) => {
