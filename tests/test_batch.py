@@ -275,3 +275,37 @@ def test_prepared_once_equals_prepared_per_image(tmp_path, batch_dir, painting, 
         run(alone)
         run(shared, prepared=prepared)
         assert alone.output.path.read_bytes() == shared.output.path.read_bytes()
+
+
+def test_terminal_shows_a_batch_bar_above_the_file_bar_with_its_rate(batch_dir, painting, tmp_path):
+    """On a terminal (a pty here) the whole-batch bar (files) sits above the file's, whose MP/s is filled in."""
+    import re
+    import threading
+
+    leader, follower = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed its side
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc = subprocess.run([sys.executable, "-m", "urst_cli", "stylize", str(batch_dir / "b.jpg"),
+                           str(batch_dir / "a.png"), "-s", str(painting), "-o", f"{tmp_path}/", "--patch-size", "256"],
+                          stdout=subprocess.PIPE, stderr=follower, env={**os.environ, "COLUMNS": "160"}, timeout=300)
+    os.close(follower)
+    reader.join(timeout=10)
+    os.close(leader)
+    screen = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", b"".join(chunks)).decode(errors="replace")
+    assert proc.returncode == 0, screen
+    lines = [line for chunk in screen.split("\r") for line in chunk.split("\n")]
+    assert any(re.match(r"[01]/2 files", line) for line in lines), screen[-2000:]
+    assert any(re.search(r"b\.jpg: stylizing .* \d+\.\d\d MP/s", line) for line in lines), screen[-2000:]
+    assert "2 done, 0 skipped, 0 failed of 2 files" in screen
