@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pyvips
 
-from conftest import ROOT, resized, run_cli
+from conftest import ROOT, resized, run_cli, wait_for
 from urst_cli.batch import STDOUT, Naming, Source, expand_inputs, name_outputs
 from urst_cli.errors import EXIT_SOME_FAILED, EXIT_USAGE, UrstError
 from urst_cli.events import SCHEMA
@@ -236,6 +237,22 @@ def test_stdout_refused_on_a_terminal(batch_dir, painting):
         os.close(follower)
         os.close(leader)
     assert proc.returncode == EXIT_USAGE and "terminal" in proc.stderr
+
+
+def test_preview_is_the_full_jobs_coarsest_level(tmp_path, photo, painting):
+    """--preview writes the very level the full multi-scale job paints first (caught in its --resume folder)."""
+    src = resized(photo, tmp_path / "p.jpg", 1600, 1066)
+    proc = subprocess.Popen([sys.executable, "-m", "urst_cli", "stylize", str(src), "-s", str(painting), "-o",
+                             str(tmp_path / "full.tif"), "--resume"], stderr=subprocess.PIPE, text=True)
+    level = tmp_path / ".full.tif.urst-resume" / "levels" / "level-1.tif"
+    try:
+        assert wait_for(level.exists, proc, interval=0.005), proc.communicate()[1]
+        coarsest = pyvips.Image.new_from_file(str(level)).numpy()  # complete: renamed into place when written
+    finally:
+        proc.kill()
+        proc.wait()
+    run_cli("stylize", src, "-s", painting, "-o", tmp_path / "full.tif", "--preview", "-q", check=True)
+    np.testing.assert_array_equal(pyvips.Image.new_from_file(str(tmp_path / "full_preview.tif")).numpy(), coarsest)
 
 
 def test_preview_is_the_coarsest_level(tmp_path, photo, painting):
