@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pyvips
 
-from conftest import ROOT, resized, run_cli
+from conftest import ROOT, resized, run_cli, wait_for
 from urst_cli.batch import STDOUT, Naming, Source, expand_inputs, name_outputs
 from urst_cli.errors import EXIT_SOME_FAILED, EXIT_USAGE, UrstError
 from urst_cli.events import SCHEMA
@@ -238,6 +239,22 @@ def test_stdout_refused_on_a_terminal(batch_dir, painting):
     assert proc.returncode == EXIT_USAGE and "terminal" in proc.stderr
 
 
+def test_preview_is_the_full_jobs_coarsest_level(tmp_path, photo, painting):
+    """--preview writes the very level the full multi-scale job paints first (caught in its --resume folder)."""
+    src = resized(photo, tmp_path / "p.jpg", 1600, 1066)
+    proc = subprocess.Popen([sys.executable, "-m", "urst_cli", "stylize", str(src), "-s", str(painting), "-o",
+                             str(tmp_path / "full.tif"), "--resume"], stderr=subprocess.PIPE, text=True)
+    level = tmp_path / ".full.tif.urst-resume" / "levels" / "level-1.tif"
+    try:
+        assert wait_for(level.exists, proc, interval=0.005), proc.communicate()[1]
+        coarsest = pyvips.Image.new_from_file(str(level)).numpy()  # complete: renamed into place when written
+    finally:
+        proc.kill()
+        proc.wait()
+    run_cli("stylize", src, "-s", painting, "-o", tmp_path / "full.tif", "--preview", "-q", check=True)
+    np.testing.assert_array_equal(pyvips.Image.new_from_file(str(tmp_path / "full_preview.tif")).numpy(), coarsest)
+
+
 def test_preview_is_the_coarsest_level(tmp_path, photo, painting):
     src = resized(photo, tmp_path / "wide.jpg", 3200, 400)
     proc = run_cli("stylize", src, "-s", painting, "--preview", "-o", tmp_path / "wide.png", check=True)
@@ -275,3 +292,37 @@ def test_prepared_once_equals_prepared_per_image(tmp_path, batch_dir, painting, 
         run(alone)
         run(shared, prepared=prepared)
         assert alone.output.path.read_bytes() == shared.output.path.read_bytes()
+
+
+def test_terminal_shows_a_batch_bar_above_the_file_bar_with_its_rate(batch_dir, painting, tmp_path):
+    """On a terminal (a pty here) the whole-batch bar (files) sits above the file's, whose MP/s is filled in."""
+    import re
+    import threading
+
+    leader, follower = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed its side
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc = subprocess.run([sys.executable, "-m", "urst_cli", "stylize", str(batch_dir / "b.jpg"),
+                           str(batch_dir / "a.png"), "-s", str(painting), "-o", f"{tmp_path}/", "--patch-size", "256"],
+                          stdout=subprocess.PIPE, stderr=follower, env={**os.environ, "COLUMNS": "160"}, timeout=300)
+    os.close(follower)
+    reader.join(timeout=10)
+    os.close(leader)
+    screen = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", b"".join(chunks)).decode(errors="replace")
+    assert proc.returncode == 0, screen
+    lines = [line for chunk in screen.split("\r") for line in chunk.split("\n")]
+    assert any(re.match(r"[01]/2 files", line) for line in lines), screen[-2000:]
+    assert any(re.search(r"b\.jpg: stylizing .* \d+\.\d\d MP/s", line) for line in lines), screen[-2000:]
+    assert "2 done, 0 skipped, 0 failed of 2 files" in screen

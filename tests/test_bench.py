@@ -9,22 +9,28 @@ from conftest import run_cli
 
 def test_bench_reports_every_size_with_a_time_split(tmp_path):
     chart = tmp_path / "chart.png"
-    proc = run_cli("bench", "--sizes", "0.05,0.2", "--json", "--baseline-whole", "--baseline-copy", "--plot", chart,
-                   check=True)
+    proc = run_cli("bench", "--sizes", "0.05,0.2", "--stroke-scales", "2,1", "--json", "--baseline-whole",
+                   "--baseline-copy", "--plot", chart, check=True)
     rows = json.loads(proc.stdout)
-    assert [round(r["megapixels"], 2) for r in rows] == [0.05, 0.2]
+    assert [(round(r["megapixels"], 2), r["stroke_scale"]) for r in rows] == [(0.05, "2"), (0.05, "1"), (0.2, "2"),
+                                                                             (0.2, "1")]
     for row in rows:
         tiled = row["tiled"]
         assert tiled["width"] * tiled["height"] == row["width"] * row["height"]
         assert set(tiled["stages"]) >= {"setup", "stats", "read", "model", "blend", "write"}
         assert abs(sum(tiled["stages"].values()) - tiled["seconds"]) < 0.05 * tiled["seconds"] + 0.05
         assert tiled["peak_rss_mib"] > 100 and tiled["model_alone_seconds"] > 0
-        assert row["whole"]["oom"] is False and row["whole"]["seconds"] > 0
-        assert 0 < row["copy"]["seconds"] < tiled["seconds"]
+        assert len(tiled["levels"]) == (2 if row["stroke_scale"] == "2" else 0)
+        if row["stroke_scale"] == "2":  # the baselines once per size
+            assert row["whole"]["oom"] is False and row["whole"]["seconds"] > 0
+            assert 0 < row["copy"]["seconds"] < tiled["seconds"]
+        else:
+            assert "whole" not in row and "copy" not in row
     assert chart.stat().st_size > 1000
 
 
 def test_bench_whole_baseline_reports_running_out_of_memory():
     # 4 MP whole needs ~1.7 GiB of data on CPU; torch itself needs ~0.8 GiB to import
-    proc = run_cli("bench", "--sizes", "4", "--json", "--baseline-whole", "--memory-limit", "1.5", check=True)
+    proc = run_cli("bench", "--sizes", "4", "--stroke-scales", "1", "--json", "--baseline-whole", "--memory-limit",
+                   "1.5", check=True)
     assert json.loads(proc.stdout)[0]["whole"]["oom"] is True

@@ -24,7 +24,7 @@ from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SOME_FAILED, EXIT_USAGE, UrstE
 from .events import (Emit, FileDone, FileError, FileProgress, FileSkipped, FileStart, Start, Summary, error_kind)
 from .heap import resident_bytes, trim_heap
 from .job import Job, Prepared, Progress, coarsest_level, prepare, run
-from .multiscale import halve
+from .multiscale import COARSE_SAMPLE_SIZE, halve
 from .reader import ImageInfo, open_rgb, probe
 
 __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELDS", "FORMAT_SUFFIXES",
@@ -403,10 +403,12 @@ def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: Ba
             raise UrstError(f"{output.parent}: cannot make the output folder ({exc.strerror or exc})",
                             EXIT_OUTPUT) from None
     job = replace(template, input=source, output=replace(template.output, path=output))
-    if options.preview:  # the coarsest level, painted as multi-scale paints it: from the photo alone
-        source = preview_copy(source, _preview_level(template, info), options.workdir / f"preview-{index}.v")
+    if options.preview:  # the coarsest level, painted as multi-scale paints it: from the photo alone, and with
+        k = _preview_level(template, info)  # the statistics of a level below others
+        source = preview_copy(source, k, options.workdir / f"preview-{index}.v")
         info = probe(source, template.max_pixels)
-        job = replace(job, input=source, stroke_scale="1")
+        sample = replace(job.sample, size=COARSE_SAMPLE_SIZE) if k else job.sample
+        job = replace(job, input=source, stroke_scale="1", sample=sample)
     emit(FileStart(index, item.source.label, str(item.output), info.width, info.height))
     try:
         result = run(job, _FileProgress(emit, index, info.pixels, options.progress_interval), prepared=prepared)

@@ -66,7 +66,7 @@ def _child(spec: dict) -> dict:
               styles=[Path(p) for p in spec["styles"]], presets=spec["presets"], stats=spec["stats"],
               patch_size=spec["patch_size"], batch_size=spec["batch_size"], device=spec["device"],
               weights_dir=Path(spec["weights_dir"]) if spec["weights_dir"] else None, sample=SampleSpec(),
-              overwrite=True)
+              overwrite=True, stroke_scale=spec.get("stroke_scale", "auto"))
     if spec["mode"] == "copy":  # libvips alone: decode the input and write the same kind of file urst writes
         import pyvips
 
@@ -103,7 +103,7 @@ def _child(spec: dict) -> dict:
         done = run(job, clock=clock)
         result = {"seconds": done.seconds, "stages": done.stages, "patches": done.patches,
                   "stats_mode": done.stats_mode, "peak_rss_mib": _peak_rss_mib(), "width": done.width,
-                  "height": done.height}
+                  "height": done.height, "levels": done.levels}
     if cuda:
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20  # before the reference runs below
     if spec["mode"] == "tiled":
@@ -117,18 +117,20 @@ def _child(spec: dict) -> dict:
 @dataclass
 class _ModelAlone:
     plan: TilePlan
-    radius: int                 # the network's receptive radius
-    padded: tuple[int, int]     # the image's padded frame
-    edge: list[float]           # seconds per batch of windows with an edge on the frame's border
-    inside: list[float]         # seconds per batch of windows inside it (zero padding, see engine.inside_image)
+    radius: int                     # the network's receptive radius
+    padded: list[tuple[int, int]]   # the padded frame of every level the job paints
+    edge: list[float]               # seconds per batch of windows with an edge on the frame's border
+    inside: list[float]             # seconds per batch of windows inside it (zero padding, see engine.inside_image)
 
     def batch_counts(self) -> tuple[int, int]:
-        """(batches at the frame's border, batches inside it) of the job, as the engine cuts it."""
+        """(batches at a frame's border, batches inside it) of the job's levels, as the engine cuts them."""
         from .engine import batch_columns, inside_image
 
-        cols, rows = self.plan.axes(*self.padded)
-        inside = [inside_image(self.plan, self.radius, cols, rows, r, js) for r in range(len(rows))
-                  for js in batch_columns(len(cols), self.plan.batch)]
+        inside = []
+        for frame in self.padded:
+            cols, rows = self.plan.axes(*frame)
+            inside += [inside_image(self.plan, self.radius, cols, rows, r, js) for r in range(len(rows))
+                       for js in batch_columns(len(cols), self.plan.batch)]
         return len(inside) - sum(inside), sum(inside)
 
 
@@ -143,6 +145,7 @@ def _model_alone(job, device) -> _ModelAlone:
     from .engine import Runner
     from .job import conditioning, load_model, make_plan, use_bfloat16
     from .models import Replay, valid_size
+    from .multiscale import plan_levels
     from .reader import BandReader, probe
     from .stats import whole_stats
 
@@ -163,14 +166,16 @@ def _model_alone(job, device) -> _ModelAlone:
                 torch.cuda.synchronize()
             taken.append(time.perf_counter() - started)
     info = probe(job.input)
-    padded = (valid_size(info.width, model), valid_size(info.height, model))
+    padded = [(valid_size(level.width, model), valid_size(level.height, model))
+              for level in plan_levels(info.width, info.height, job.stroke_scale)]
     return _ModelAlone(plan, model.receptive_radius, padded, times[False], times[True])
 
 
 def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambda row: None,
-              copy_baseline: bool = False) -> list[dict]:
-    """Measure every size (and the whole-image baseline up to where it runs out of memory; and, with
-    ``copy_baseline``, ``vips copy`` of the same input to a tiled deflate BigTIFF: the I/O floor)."""
+              copy_baseline: bool = False, stroke_scales: tuple[str, ...] = ("auto",)) -> list[dict]:
+    """Measure every size at every stroke scale (and the whole-image baseline up to where it runs out of
+    memory; and, with ``copy_baseline``, ``vips copy`` of the same input to a tiled deflate BigTIFF: the I/O
+    floor), one row per size and stroke scale."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="urst-bench-") as scratch:
         whole_failed = False
@@ -178,16 +183,17 @@ def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambd
             path = Path(scratch) / f"input_{mp:g}mp.{options.get('input_format', 'tif')}"
             width, height = make_input(Path(options["source_path"]), mp, path)
             spec = {**options, "input": str(path), "output": str(Path(scratch) / "out.tif"), "mode": "tiled"}
-            row = {"megapixels": width * height / 1e6, "width": width, "height": height, "input": path.suffix[1:],
-                   "tiled": _spawn(spec)}
-            if baseline and not whole_failed:
-                row["whole"] = _spawn({**spec, "mode": "whole"}, options.get("memory_limit"))
-                whole_failed = row["whole"].get("oom", False) or "error" in row["whole"]
-            if copy_baseline:
-                row["copy"] = _spawn({**spec, "mode": "copy"})
+            for i, strokes in enumerate(stroke_scales):  # the baselines are the same for every stroke scale
+                row = {"megapixels": width * height / 1e6, "width": width, "height": height, "input": path.suffix[1:],
+                       "stroke_scale": strokes, "tiled": _spawn({**spec, "stroke_scale": strokes})}
+                if baseline and not whole_failed and i == 0:
+                    row["whole"] = _spawn({**spec, "mode": "whole"}, options.get("memory_limit"))
+                    whole_failed = row["whole"].get("oom", False) or "error" in row["whole"]
+                if copy_baseline and i == 0:
+                    row["copy"] = _spawn({**spec, "mode": "copy"})
+                rows.append(row)
+                on_result(row)
             path.unlink()
-            rows.append(row)
-            on_result(row)
     return rows
 
 

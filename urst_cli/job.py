@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 from typing import Literal
@@ -26,8 +26,8 @@ from .errors import EXIT_USAGE, UrstError, raise_if_stopped
 from .heap import reuse_freed_blocks
 from .models import (NUM_PRESETS, NormStats, PREDICTOR_SIZE, Stylizer, get_spec, load_parts, load_weights, mix,
                      valid_size)
-from .multiscale import (LEVELS_SUFFIX, Level, LevelFiles, LevelSource, build_photo_pyramid, levels_folder,
-                         plan_levels, restore)
+from .multiscale import (COARSE_SAMPLE_SIZE, LEVELS_SUFFIX, Level, LevelFiles, LevelSource, build_photo_pyramid,
+                         levels_folder, plan_levels, restore)
 from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, ImageSource, probe, read_style, read_whole
 from .resume import Journal, journal_folder, tensor_digest
 from .stats import SampleSpec, exact_stats, sampled_stats, whole_stats
@@ -324,7 +324,7 @@ def whole_pass_limit(runner: Runner, plan: TilePlan) -> int:
 
 
 def compute_stats(job: Job, runner: Runner, plan: TilePlan, source: ImageSource, open_reader,
-                  pixels: int) -> tuple[NormStats, str]:
+                  pixels: int, sample: SampleSpec) -> tuple[NormStats, str]:
     """The normalization statistics of ``source`` (the input, or a multi-scale level), and the estimator that made them."""
     mode = job.stats
     whole_limit = job.whole_limit or whole_pass_limit(runner, plan)
@@ -335,7 +335,7 @@ def compute_stats(job: Job, runner: Runner, plan: TilePlan, source: ImageSource,
     if mode == "exact":
         return exact_stats(runner, open_reader, plan), mode
     if mode == "sampled":
-        return sampled_stats(runner, open_reader, job.sample), mode
+        return sampled_stats(runner, open_reader, sample), mode
     if mode == "thumbnail":
         return whole_stats(runner, source.thumbnail(job.thumb_size)), mode
     raise UrstError(f"--stats {mode}: use auto, sampled, thumbnail or exact", EXIT_USAGE)
@@ -392,7 +392,7 @@ def _paint_level(job: Job, info: ImageInfo, levels: list[Level], i: int, runner:
         if output.path.exists():  # finished by an interrupted --resume run
             return {**what, "stats_mode": "resumed", "resumed": True}
     source = ImageSource(job.input) if len(levels) == 1 else LevelSource(
-        job.input, None if level.index == 0 else files.photo(level.index), coarser)
+        job.input, level.index, {lv.index: files.photo(lv.index) for lv in levels}, coarser)
     # single-scale keeps colours in the engine; multi-scale after the restore, from the photo itself
     transform = restore(coarser, job.input if job.preserve_color and final else None) if coarser else None
     keep_colours = job.preserve_color and len(levels) == 1
@@ -405,7 +405,8 @@ def _paint_level(job: Job, info: ImageInfo, levels: list[Level], i: int, runner:
     if journal_here is not None and journal_here.stats is not None:
         stats, mode = journal_here.stats, "resumed"
     else:
-        stats, mode = compute_stats(job, runner, plan, source, open_reader, pw * ph)
+        sample = job.sample if final else replace(job.sample, size=COARSE_SAMPLE_SIZE)
+        stats, mode = compute_stats(job, runner, plan, source, open_reader, pw * ph, sample)
         if journal_here is not None:
             journal_here.save_stats(stats)
     stats_seconds = time.perf_counter() - started
@@ -422,7 +423,6 @@ def _paint_level(job: Job, info: ImageInfo, levels: list[Level], i: int, runner:
     write_rows(blocks, level.width, level.height, bands, output, clock, transform)
     if coarser is not None and journal is None:  # what this level was made from is no longer needed
         coarser.unlink(missing_ok=True)
-        if level.index > 0:
-            files.photo(level.index).unlink(missing_ok=True)
+        files.photo(level.index + 1).unlink(missing_ok=True)
     return {**what, "stats_mode": mode, "stats_seconds": stats_seconds, "patches": len(cols) * len(rows),
             "seconds": time.perf_counter() - started}

@@ -46,12 +46,15 @@ from .engine import LUMA
 from .reader import ImageSource, open_rgb
 from .writer import Transform
 
-__all__ = ["Level", "plan_levels", "AUTO_LONG_SIDE", "LEVELS_SUFFIX", "halve", "shift_low_band", "LevelSource",
+__all__ = ["Level", "plan_levels", "AUTO_LONG_SIDE", "COARSE_SAMPLE_SIZE", "LEVELS_SUFFIX", "halve", "shift_low_band", "LevelSource",
            "restore", "keep_photo_colours", "LevelFiles", "levels_folder", "build_photo_pyramid"]
 
 AUTO_LONG_SIDE = 1536  # auto: halve until the long side is at most this (the coarsest is then 768-1536 px)
 LEVELS_SUFFIX = ".levels"
 MIN_LEVEL_SIDE = 64    # a coarser level would be too small to paint anything
+# coarser levels' sampled statistics pool 16 crops of 256 px, not 384: 44% less work for a result that looks the
+# same (8000 px sunset: 32.7 dB from the 384 px one, view/full scores 0.414/0.411 against 0.417/0.410)
+COARSE_SAMPLE_SIZE = 256
 CONTENT_OCTAVES = 1    # content_k takes out_{k+1}'s band below one octave down...
 RESTORE_OCTAVES = 2    # ...and out_k gets back out_{k+1}'s band below two octaves down (one: muddy)
 
@@ -106,14 +109,17 @@ def _double(img: pyvips.Image, width: int, height: int) -> pyvips.Image:
     return img.zoom(2, 2).conv(_BILINEAR, precision="float").crop(0, 0, width, height)
 
 
-def shift_low_band(x: pyvips.Image, coarse: pyvips.Image, octaves: int) -> pyvips.Image:
+def shift_low_band(x: pyvips.Image, coarse: pyvips.Image, octaves: int,
+                   x_halved: pyvips.Image | None = None) -> pyvips.Image:
     """``x`` (uchar) plus the low band of ``coarse - x``: their difference at ``coarse``'s scale (one octave
     down), halved ``octaves - 1`` more times, blurred (sigma 1 px there) and brought back up.
 
-    The last step up is a 2x zoom of the rounded difference: it is smooth at that scale (measured on a
-    painting: 0.3 levels mean from bilinear, 4 at most), and a zoom costs nothing at full resolution.
+    ``x_halved``: ``halve(x)`` where it is already on disk (the photo pyramid); then the only work at x's
+    own resolution is the final addition. The last step up is a 2x zoom of the rounded difference: it is
+    smooth at that scale (measured on a painting: 0.3 levels mean from bilinear, 4 at most), and a zoom
+    costs nothing.
     """
-    difference = coarse.cast("float") - halve(x).cast("float")
+    difference = coarse.cast("float") - (halve(x) if x_halved is None else x_halved).cast("float")
     sizes = []
     for _ in range(octaves - 1):
         sizes.append((difference.width, difference.height))
@@ -134,19 +140,25 @@ def _with_alpha_of(rgb: pyvips.Image, img: pyvips.Image) -> pyvips.Image:
 
 
 class LevelSource(ImageSource):
-    """content_k: the level's photo (the input itself at level 0, with its alpha) with its low band from the
-    coarser level's finished output (None at the coarsest level: the photo as it is)."""
+    """content_k: the level's photo (the input itself at level 0, with its alpha) with its low band from
+    ``coarse``, the coarser level's finished output (None at the coarsest level: the photo as it is).
+    ``photos``: the photo pyramid's files by level."""
 
-    def __init__(self, input_path: Path, photo: Path | None, coarse: Path | None):
+    def __init__(self, input_path: Path, level: int, photos: dict[int, Path], coarse: Path | None):
         super().__init__(input_path)
-        self.photo, self.coarse = photo, coarse
+        self.level, self.photos, self.coarse = level, photos, coarse
+
+    def _photo(self, level: int, access: str) -> pyvips.Image:
+        return super().open(access) if level == 0 else pyvips.Image.new_from_file(str(self.photos[level]),
+                                                                                  access=access)
 
     def open(self, access: str) -> pyvips.Image:
-        img = super().open(access) if self.photo is None else pyvips.Image.new_from_file(str(self.photo), access=access)
+        img = self._photo(self.level, access)
         if self.coarse is None:
             return img
         coarse = pyvips.Image.new_from_file(str(self.coarse), access=access)
-        return _with_alpha_of(shift_low_band(_rgb(img), coarse, CONTENT_OCTAVES), img)
+        content = shift_low_band(_rgb(img), coarse, CONTENT_OCTAVES, self._photo(self.level + 1, access))
+        return _with_alpha_of(content, img)
 
     def thumbnail(self, long_side: int) -> np.ndarray:
         img = _rgb(self.open("sequential"))

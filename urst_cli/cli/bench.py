@@ -40,6 +40,8 @@ def bench(
                                        "a tiled deflate BigTIFF (decode + encode only): the I/O floor."),
     memory_limit: float = typer.Option(16.0, "--memory-limit", min=0.5, help="GiB a whole-image baseline may "
                                        "allocate before it counts as out of memory."),
+    stroke_scales: str = typer.Option("auto,1", "--stroke-scales", help="Stroke scales to run each size with, "
+                                      "comma-separated, side by side (default: multi-scale auto and single-scale 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (for scripts)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a chart of memory and time against "
                                         "megapixels to this PNG (needs matplotlib: pip install urst[plot])."),
@@ -73,7 +75,8 @@ def bench(
                "stats": stats.value, "patch_size": patch_size, "batch_size": batch_size, "device": device.value,
                "weights_dir": str(weights_dir) if weights_dir else None, "memory_limit": int(memory_limit * 2**30)}
     table = _BenchTable(enabled=not as_json)
-    rows = run_sweep(size_list, options, baseline, table.add, copy_baseline)
+    rows = run_sweep(size_list, options, baseline, table.add, copy_baseline,
+                     tuple(v.strip() for v in stroke_scales.split(",") if v.strip()))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     if plot is not None:
@@ -84,7 +87,7 @@ def bench(
 class _BenchTable:
     """Prints one row per size as soon as it is measured."""
 
-    STAGES = ("read", "stats", "model", "blend", "write")
+    STAGES = ("pyramid", "read", "stats", "model", "blend", "write")
 
     def __init__(self, enabled: bool):
         from rich.console import Console
@@ -96,14 +99,15 @@ class _BenchTable:
         if self.out is None:
             return
         if not self.started:
-            self.out.print(f"{'size':>15} {'MP':>7} {'time s':>8} {'MP/s':>6} {'RSS MiB':>8} {'GPU MiB':>8} "
+            self.out.print(f"{'size':>15} {'MP':>7} {'strokes':>7} {'time s':>8} {'MP/s':>6} {'RSS MiB':>8} {'GPU MiB':>8} "
                            f"{'÷model':>7} {'÷copy':>6}  " + " ".join(f"{s:>6}" for s in self.STAGES) +
                            "  whole image", soft_wrap=True)
             self.started = True
         t = row["tiled"]
         size = f"{row['width']}x{row['height']}"
         if "error" in t:
-            self.out.print(f"{size:>15} {row['megapixels']:7.1f}  failed: {t['error']}", markup=False, soft_wrap=True)
+            self.out.print(f"{size:>15} {row['megapixels']:7.1f} {row['stroke_scale']:>7}  failed: {t['error']}",
+                           markup=False, soft_wrap=True)
             return
         copy = row.get("copy", {})
         per_copy = f"{t['seconds'] / copy['seconds']:6.1f}" if "seconds" in copy else f"{'-':>6}"
@@ -113,7 +117,7 @@ class _BenchTable:
         whole_text = ("" if whole is None else "out of memory" if whole.get("oom") else
                       f"failed: {whole['error']}" if "error" in whole else
                       f"{whole['seconds']:.1f} s, {whole['peak_rss_mib']:.0f} MiB")
-        self.out.print(f"{size:>15} {row['megapixels']:7.1f} {t['seconds']:8.1f} "
+        self.out.print(f"{size:>15} {row['megapixels']:7.1f} {row['stroke_scale']:>7} {t['seconds']:8.1f} "
                        f"{row['megapixels'] / t['seconds']:6.2f} {t['peak_rss_mib']:8.0f} {gpu} "
                        f"{t['seconds'] / t['model_alone_seconds']:7.2f} {per_copy}  {stages}  {whole_text}",
                        markup=False, soft_wrap=True)
@@ -125,11 +129,13 @@ def _plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if "error" not in r["tiled"]]
-    mp = [r["megapixels"] for r in ok]
     fig, (mem, secs) = plt.subplots(1, 2, figsize=(10, 4))
-    mem.plot(mp, [r["tiled"]["peak_rss_mib"] for r in ok], "o-", label="urst (tiled)")
-    secs.plot(mp, [r["tiled"]["seconds"] for r in ok], "o-", label="urst (tiled)")
+    for strokes in dict.fromkeys(r["stroke_scale"] for r in rows):
+        ok = [r for r in rows if "error" not in r["tiled"] and r["stroke_scale"] == strokes]
+        mp = [r["megapixels"] for r in ok]
+        label = f"urst (tiled, --stroke-scale {strokes})"
+        mem.plot(mp, [r["tiled"]["peak_rss_mib"] for r in ok], "o-", label=label)
+        secs.plot(mp, [r["tiled"]["seconds"] for r in ok], "o-", label=label)
     whole = [r for r in rows if r.get("whole") and not r["whole"].get("oom") and "error" not in r["whole"]]
     if whole:
         mem.plot([r["megapixels"] for r in whole], [r["whole"]["peak_rss_mib"] for r in whole], "s--",
