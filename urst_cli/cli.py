@@ -129,8 +129,9 @@ def stylize(
                                 "vector towards the photo's own; adain/wct blend stylized and content features."),
     preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the photo's colours: only the "
                                         "stylized luminance is used (any model)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Per-style model weights: an imported name "
-                                          "(urst weights list) (model johnson)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Which weights: an imported name for johnson "
+                                          "(urst weights list); photorealistic|artistic for capvst, r41|r31 for "
+                                          "linear."),
     transform: Optional[str] = typer.Option(None, "--transform", help="WCT transform: svd (default) or cwct "
                                             "(Cholesky, CAP-VSTNet)."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory "
@@ -204,7 +205,7 @@ def stylize(
 def list_models(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory.")
                 ) -> None:
     """List the models, what style each takes, the weights each needs and whether they are installed."""
-    from .models import REGISTRY, find_weights, part_stems
+    from .models import REGISTRY, missing_parts
     from .weightstore import list_weights
 
     installed = {w.stem for w in list_weights(weights_dir)}
@@ -213,8 +214,11 @@ def list_models(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir"
             names = sorted(s for s in installed if s.startswith(next(iter(spec.parts)).split("{name}")[0]))
             state = f"installed: {', '.join(names)}" if names else "MISSING"
         else:
-            missing = [stem for stem in part_stems(spec) if find_weights(stem, weights_dir) is None]
-            state = "installed" if not missing else f"MISSING {', '.join(s + '.safetensors' for s in missing)}"
+            states = []
+            for name in spec.variants or (None,):
+                missing = missing_parts(spec, name, weights_dir)
+                states.append((f"{name} " if name else "") + ("installed" if not missing else f"MISSING {', '.join(missing)}"))
+            state = "; ".join(states)
         typer.echo(f"{spec.name:<13} {spec.summary}\n{'':<13} weights: {state} (from {spec.source})")
 
 
@@ -228,7 +232,7 @@ def weights_import(
     file: Path = typer.Argument(..., help="A .pth state dict (or .safetensors), e.g. vgg_normalised.pth."),
     model: str = typer.Option(..., "--model", "-m", help="The model it belongs to (see `urst models`)."),
     name: Optional[str] = typer.Option(None, "--name", help="Per-style models: the name to use with --weights "
-                                       "(default: the file's stem)."),
+                                       "(default: the file's stem); capvst: photorealistic or artistic."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Where to store it "
                                                "(default $URST_WEIGHTS, else ~/.cache/urst/weights)."),
 ) -> None:

@@ -22,7 +22,7 @@ from . import __version__
 from .engine import Runner, TilePlan, batch_for_memory, stylize_rows
 from .timing import Stopwatch
 from .errors import EXIT_USAGE, UrstError
-from .heap import reuse_freed_blocks
+from .heap import reuse_freed_blocks, trim_heap
 from .models import NUM_PRESETS, NormStats, PREDICTOR_SIZE, get_spec, load_parts, load_weights, mix, valid_size
 from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, probe, read_style, read_thumbnail, read_whole
 from .resume import Journal, journal_folder, tensor_digest
@@ -107,11 +107,14 @@ def _round_up(n: int, multiple: int) -> int:
 def make_plan(job: Job, runner: Runner) -> TilePlan:
     model, device = runner.model, runner.device
     m = model.pad_multiple
-    overlap = job.overlap if job.overlap is not None else _round_up(model.receptive_radius + FEATHER // 2, m)
+    context = model.default_context or model.receptive_radius
+    overlap = job.overlap if job.overlap is not None else _round_up(context + FEATHER // 2, m)
     # measured on 2 CPU cores: 512 beats 1024 (2.0 vs 1.7 MP/s, cache-friendlier) despite more overlap
     patch = job.patch_size or (512 if device.type == "cpu" else 1024)
     if job.patch_size is None:
         patch = max(patch, _round_up(8 * overlap, m))  # wide-context models: keep 3/4 of each side as core
+        if device.type == "cpu" and model.max_cpu_patch:  # ...unless wider windows break the 1 GiB budget
+            patch = max(min(patch, model.max_cpu_patch), _round_up(2 * overlap + 64, m))
     feather = min(FEATHER, 2 * (overlap // 2))
     if overlap < 0 or overlap % m:
         raise UrstError(f"--overlap {overlap}: must be a non-negative multiple of {m} for this model", EXIT_USAGE)
@@ -173,13 +176,17 @@ def conditioning(job: Job, model, device: torch.device):
         raise UrstError(f"--alpha {job.alpha}: must be between 0 and 1", EXIT_USAGE)
     if job.alpha != 1 and not spec.strength:
         raise UrstError(f"--alpha does not apply to model '{spec.name}'", EXIT_USAGE)
+    if len(styles) > 1 and not spec.mixable:
+        raise UrstError(f"model '{spec.name}' takes one --style (its styles do not mix)", EXIT_USAGE)
     weights = job.style_weights or [1.0] * len(styles)
     if len(weights) != len(styles):
         raise UrstError(f"--style-weights: {len(weights)} weights for {len(styles)} styles", EXIT_USAGE)
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise UrstError("--style-weights must be non-negative and not all zero", EXIT_USAGE)
     with torch.inference_mode():
-        return mix(spec.condition(model, styles, job.alpha, _StyleContext(job, device)), weights)
+        cond = mix(spec.condition(model, styles, job.alpha, _StyleContext(job, device)), weights)
+    trim_heap()  # the style networks' activations: ~140 MiB of free heap that windows would not reuse
+    return cond
 
 
 def use_bfloat16(job: Job, model, device: torch.device) -> bool:
@@ -197,8 +204,9 @@ def load_model(job: Job, device: torch.device):
     spec = get_spec(job.model)
     if spec.named_weights and not job.weights:
         raise UrstError(f"model '{spec.name}' needs --weights NAME (see `urst weights list`)", EXIT_USAGE)
-    if job.weights and not spec.named_weights:
-        raise UrstError(f"--weights applies to per-style models only, not '{spec.name}'", EXIT_USAGE)
+    if job.weights and not (spec.named_weights or spec.variants):
+        raise UrstError(f"--weights applies to per-style models and models with variants only, not '{spec.name}'",
+                        EXIT_USAGE)
     return load_parts(spec, device, job.weights, job.weights_dir, model_options(job))
 
 
@@ -240,7 +248,7 @@ def whole_pass_limit(runner: Runner, plan: TilePlan) -> int:
     if runner.device.type == "cuda":  # it holds one forward's activations: what a window costs per pixel
         return int(GPU_BUDGET / (runner.patch_bytes(plan.patch) / plan.patch**2))
     # ~230 bytes per pixel for magenta on CPU: beyond 1 MP it would break the 1 GiB that streaming keeps
-    return 1_000_000
+    return runner.model.cpu_whole_pixels
 
 
 def compute_stats(job: Job, runner: Runner, plan: TilePlan, open_reader, pixels: int) -> tuple[NormStats, str]:
