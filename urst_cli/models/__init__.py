@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import EXIT_USAGE, UrstError
 from .base import Conditioning, Stylizer, mix, pad_to_valid, valid_size, zero_padded_copy
 from .johnson import TransformerNet, johnson_condition
+from .linear import LinearTransfer, linear_condition
 from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer, magenta_condition
 from .multistyle import NUM_PRESETS, MultiStyleTransformer, preset_condition
 from .norm import Box, NormLayers, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy, collect
@@ -74,6 +75,12 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("johnson", "Johnson per-style network (PyTorch fast_neural_style .pth; --weights NAME)", "none",
                   {"johnson-{name}": ""}, TransformerNet, johnson_condition, strength=False,
                   source="a fast_neural_style .pth: urst weights import FILE --model johnson", named_weights=True),
+        ModelSpec("linear", "Linear style transfer: learned transformation matrix at relu4_1 (--weights r41) or "
+                  "relu3_1 (r31)", "image", {"linear_vgg_{name}": "encoder", "linear_decoder_{name}": "decoder",
+                                              "linear_matrix_{name}": "matrix"}, LinearTransfer, linear_condition,
+                  STYLE_SIDE, strength=False,
+                  source="vgg_r41.pth + dec_r41.pth + r41.pth (or the r31 ones) of sunshineatnoon/"
+                         "LinearStyleTransfer: urst weights import FILE --model linear", variants=("r41", "r31")),
     )
 }
 # weight files of networks that are not part of a stylizer; each builds the module its file fills
