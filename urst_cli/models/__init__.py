@@ -21,6 +21,7 @@ from .linear import LinearTransfer, linear_condition
 from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer, magenta_condition
 from .multistyle import NUM_PRESETS, MultiStyleTransformer, preset_condition
 from .norm import Box, NormLayers, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy, collect
+from .sanet import SANet, sanet_condition
 from .vgg import STYLE_SIDE, WCT, AdaIN, adain_condition, wct_condition
 
 __all__ = [
@@ -75,6 +76,11 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("johnson", "Johnson per-style network (PyTorch fast_neural_style .pth; --weights NAME)", "none",
                   {"johnson-{name}": ""}, TransformerNet, johnson_condition, strength=False,
                   source="a fast_neural_style .pth: urst weights import FILE --model johnson", named_weights=True),
+        ModelSpec("sanet", "SANet: style attention at relu4_1 and relu5_1 on the VGG-19 encoder (one --style)",
+                  "image", {"vgg_normalised_relu5_1": "encoder", "sanet_decoder": "decoder",
+                            "sanet_transformer": "transform"}, SANet, sanet_condition, STYLE_SIDE, strength=False,
+                  source="vgg_normalised.pth + decoder_iter_500000.pth + transformer_iter_500000.pth of "
+                         "GlebSBrykin/SANET: urst weights import FILE --model sanet", mixable=False),
         ModelSpec("linear", "Linear style transfer: learned transformation matrix at relu4_1 (--weights r41) or "
                   "relu3_1 (r31)", "image", {"linear_vgg_{name}": "encoder", "linear_decoder_{name}": "decoder",
                                               "linear_matrix_{name}": "matrix"}, LinearTransfer, linear_condition,
