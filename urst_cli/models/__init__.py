@@ -19,6 +19,7 @@ from .base import Conditioning, Stylizer, mix, pad_to_valid, valid_size, zero_pa
 from .johnson import TransformerNet, johnson_condition
 from .linear import LinearTransfer, linear_condition
 from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer, magenta_condition
+from .msgnet import STYLE_SIZE as MSGNET_STYLE_SIZE, MSGNet, msgnet_condition
 from .multistyle import NUM_PRESETS, MultiStyleTransformer, preset_condition
 from .norm import Box, NormLayers, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy, collect
 from .sanet import SANet, sanet_condition
@@ -87,6 +88,10 @@ REGISTRY: dict[str, ModelSpec] = {
                   STYLE_SIDE, strength=False,
                   source="vgg_r41.pth + dec_r41.pth + r41.pth (or the r31 ones) of sunshineatnoon/"
                          "LinearStyleTransfer: urst weights import FILE --model linear", variants=("r41", "r31")),
+        ModelSpec("msgnet", "MSG-Net: CoMatch layer with the style's Gram matrix (any painting as --style)", "image",
+                  {"msgnet": ""}, MSGNet, msgnet_condition, MSGNET_STYLE_SIZE, True, strength=False,
+                  source="21styles.model of zhanghang1989/PyTorch-Multi-Style-Transfer: urst weights import "
+                         "21styles.model --model msgnet"),
     )
 }
 # weight files of networks that are not part of a stylizer; each builds the module its file fills
