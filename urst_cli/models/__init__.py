@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import EXIT_USAGE, UrstError
 from .base import Conditioning, Stylizer, mix, pad_to_valid, valid_size, zero_padded_copy
+from .capvst import CapVST, capvst_condition
 from .johnson import TransformerNet, johnson_condition
 from .linear import LinearTransfer, linear_condition
 from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer, magenta_condition
@@ -77,6 +78,12 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("johnson", "Johnson per-style network (PyTorch fast_neural_style .pth; --weights NAME)", "none",
                   {"johnson-{name}": ""}, TransformerNet, johnson_condition, strength=False,
                   source="a fast_neural_style .pth: urst weights import FILE --model johnson", named_weights=True),
+        ModelSpec("capvst", "CAP-VSTNet: reversible network, cWCT on its latent (--weights photorealistic: urst's "
+                  "first photorealistic option, keeps the photo's structure; --weights artistic)", "image",
+                  {"capvst_{name}": ""}, CapVST, capvst_condition, STYLE_SIDE,
+                  source="photo_image.pt / art_image.pt of linfengWen98/CAP-VSTNet: urst weights import "
+                         "photo_image.pt --model capvst --name photorealistic (art_image.pt: --name artistic)",
+                  variants=("photorealistic", "artistic")),
         ModelSpec("sanet", "SANet: style attention at relu4_1 and relu5_1 on the VGG-19 encoder (one --style)",
                   "image", {"vgg_normalised_relu5_1": "encoder", "sanet_decoder": "decoder",
                             "sanet_transformer": "transform"}, SANet, sanet_condition, STYLE_SIDE, strength=False,
