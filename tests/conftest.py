@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,8 @@ def published_johnson_file(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def _conv(gen: torch.Generator, cin: int, cout: int, kernel: int, gain: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def _conv(gen: torch.Generator, cin: int, cout: int, kernel: int,
+          gain: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """He-scaled random convolution weights (times ``gain``) and small random biases."""
     weight = torch.randn(cout, cin, kernel, kernel, generator=gen) * gain * (2 / (cin * kernel * kernel)) ** 0.5
     return weight, torch.randn(cout, generator=gen) * 0.01
@@ -231,3 +233,23 @@ def published_msgnet_file(path: Path, seed: int = 0) -> Path:
     conv("model.12.conv2d", 64, 3, 7)
     torch.save(state, path)
     return path
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 300, interval: float = 0.02) -> bool:
+    """Poll until ``condition()``; False if the process ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(interval)
+    raise TimeoutError
+
+
+def with_alpha_ramp(src: Path, dest: Path) -> tuple[Path, np.ndarray]:
+    """``src`` with an alpha band rising left to right, saved as ``dest``; returns it and the alpha."""
+    rgb = pyvips.Image.new_from_file(str(src))
+    alpha = (pyvips.Image.xyz(rgb.width, rgb.height)[0] * 255 / (rgb.width - 1)).cast("uchar")
+    rgb.bandjoin(alpha).write_to_file(str(dest))
+    return dest, alpha.numpy()

@@ -12,7 +12,7 @@ import pytest
 import pyvips
 import tifffile
 
-from conftest import ROOT, resized, run_cli
+from conftest import ROOT, resized, run_cli, with_alpha_ramp
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +71,12 @@ def test_default_output_never_overwrites(tmp_path, photo_300, painting):
 
 
 def test_alpha_is_carried_untouched(tmp_path, photo_300, painting):
-    rgb = pyvips.Image.new_from_file(str(photo_300))
-    alpha = (pyvips.Image.xyz(300, 200)[0] * 255 / 299).cast("uchar")
-    src = tmp_path / "rgba.png"
-    rgb.bandjoin(alpha).write_to_file(str(src))
+    src, alpha = with_alpha_ramp(photo_300, tmp_path / "rgba.png")
     out = tmp_path / "rgba.tif"
     run_cli("stylize", src, "-s", painting, "-o", out, "--patch-size", "256", check=True)
     result = pyvips.Image.new_from_file(str(out)).numpy()
     assert result.shape == (200, 300, 4)
-    np.testing.assert_array_equal(result[..., 3], alpha.numpy())
+    np.testing.assert_array_equal(result[..., 3], alpha)
 
 
 @pytest.mark.parametrize("size", [(1001, 333), (37, 2900), (1, 1)])

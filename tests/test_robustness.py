@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from conftest import ROOT, resized, run_cli
+from conftest import ROOT, resized, run_cli, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fuzz  # noqa: E402
@@ -36,18 +36,6 @@ def _start(src: Path, out: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> bool:
-    """Poll until ``condition()``; False if the process ended first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.02)
-    raise TimeoutError
-
-
 def _rows_done(out: Path) -> int:
     try:
         return json.loads((out.parent / f".{out.name}.urst-resume" / "progress.json").read_text())["rows"]
@@ -64,9 +52,9 @@ def test_kill_9_then_resume_gives_the_same_bytes(tmp_path, tall):
     for point in (None, 1, 700, 1400):
         proc = _start(tall, out, "--resume")
         if point is None:
-            reached = _wait_for(lambda: (journal / "state.json").exists(), proc)
+            reached = wait_for(lambda: (journal / "state.json").exists(), proc)
         else:
-            reached = _wait_for(lambda: _rows_done(out) >= point, proc)
+            reached = wait_for(lambda: _rows_done(out) >= point, proc)
         assert reached, proc.communicate()[1]
         proc.kill()
         proc.wait()
@@ -95,7 +83,7 @@ def test_signals_stop_cleanly(tmp_path, tall, sig, code, word):
     out = tmp_path / "out.tif"
     proc = _start(src, out)
     # stop it while it writes: its partial file exists
-    assert _wait_for(lambda: any(p.name.endswith(".partial") for p in tmp_path.iterdir()), proc), proc.communicate()
+    assert wait_for(lambda: any(p.name.endswith(".partial") for p in tmp_path.iterdir()), proc), proc.communicate()
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr

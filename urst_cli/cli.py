@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
-from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated, UrstError
+from .errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated, UrstError, clear_stop,
+                     stop_on_signal)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Paint photographs of any size in the style of a painting (URST, streamed through pyvips).")
@@ -141,6 +142,13 @@ def stylize(
                                            "output), sampled (full-resolution crops), thumbnail (URST's TIN), or "
                                            "auto (exact from one pass when the image fits, else sampled)."),
     thumb_size: int = typer.Option(1024, "--thumb-size", min=64, help="Long side of the thumbnail for --stats thumbnail."),
+    stroke_scale: str = typer.Option("auto", "--stroke-scale", help="Paint strokes up to S times larger than the "
+                                     "network's own, an octave pyramid painted coarse to fine, so the result looks "
+                                     "painted seen whole and at 100%: auto (the coarsest level about 1000-1500 px), "
+                                     "or S >= 1 (a power of two; 1 = single-scale)."),
+    style_scale: float = typer.Option(1.0, "--style-scale", help="Read the painting F times larger, which makes the "
+                                      "copied texture larger (adain, wct: F x 512 px long side; magenta: its predictor "
+                                      "sees the centre 1/F of the painting enlarged F times, F >= 1)."),
     patch_size: Optional[int] = typer.Option(None, "--patch-size", min=64, help="Patch side in pixels, context "
                                              "included (default 512 on CPU, 1024 on CUDA)."),
     overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Context pixels each patch sees beyond what "
@@ -195,10 +203,11 @@ def stylize(
               stats=stats.value, thumb_size=thumb_size,
               sample=SampleSpec(seed=seed), patch_size=patch_size, overlap=overlap, batch_size=batch_size,
               device=device.value, precision=precision, max_pixels=max_pixels, overwrite=overwrite,
-              resume=resume)
+              resume=resume, stroke_scale=stroke_scale,
+              style_scale=style_scale)
     result = _run(job, show_progress=not quiet)
     if not quiet:
-        err.print(_summary(result))
+        err.print(_summary(result), soft_wrap=True)
 
 
 @app.command("models")
@@ -407,7 +416,7 @@ def demo(
     job = Job(input=big, output=OutputSpec(result_path, pyramid=True), styles=[data / "starry_night.jpg"],
               overwrite=True)
     result = _run(job, show_progress=True)
-    err.print(_summary(result))
+    err.print(_summary(result), soft_wrap=True)
     typer.echo(f"result: {result.path.resolve()}")
 
 
@@ -418,7 +427,7 @@ def _run(job, show_progress: bool):
     progress = _RichProgress(enabled=show_progress and err.is_terminal)
     kept = "; finished rows are kept: run it again with --resume to continue" if job.resume else \
         "; nothing was written"
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {sig: signal.signal(sig, stop_on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with progress.bar:
             return run(job, progress)
@@ -431,17 +440,17 @@ def _run(job, show_progress: bool):
         err.print(f"Terminated{kept}.")
         raise typer.Exit(EXIT_TERMINATED)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        clear_stop()
 
 
 def _summary(result) -> str:
+    levels = ", ".join(f"{lv['width']}x{lv['height']} " + ("resumed" if lv["resumed"] else f"{lv['seconds']:.1f} s")
+                       for lv in result.levels)
     return (f"wrote {result.path}  {result.width}x{result.height}  in {result.seconds:.1f} s "
             f"({result.megapixels_per_second:.2f} MP/s; stats {result.stats_mode} {result.stats_seconds:.1f} s; "
-            f"{result.patches} patches; {_peak_memory_text()})")
+            f"{result.patches} patches; {f'levels {levels}; ' if levels else ''}{_peak_memory_text()})")
 
 
 def _fail(exc: UrstError) -> None:

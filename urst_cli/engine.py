@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import raise_if_stopped
 from .heap import TrimOnGrowth
 from .models import (Box, Conditioning, NormStats, PerInstance, Replay, StatsPolicy, Stylizer, collect, pad_to_valid,
                      zero_padded_copy)
@@ -162,6 +163,7 @@ def iter_batches(reader: BandReader, cols: Axis, rows: Axis, batch: int, clock: 
         with clock("read"):
             band = next(bands)
         for js in batch_columns(len(cols), batch):
+            raise_if_stopped()
             yield r, band, js
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["UrstError", "Terminated", "EXIT_USAGE", "EXIT_INPUT", "EXIT_OUTPUT", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
+import signal
+
+__all__ = ["UrstError", "Terminated", "EXIT_USAGE", "EXIT_INPUT", "EXIT_OUTPUT", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
+           "stop_on_signal", "raise_if_stopped", "clear_stop"]
 
 EXIT_FAILURE = 1      # anything else that went wrong in a run
 EXIT_USAGE = 2        # a bad option or argument (Typer/Click use 2 as well)
@@ -22,3 +25,41 @@ class UrstError(Exception):
 
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, so a run unwinds (and cleans up) as on Ctrl-C."""
+
+
+_stopped_by: int | None = None  # the signal that asked this process to stop, once one has
+
+
+def _stop_exception(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+def stop_on_signal(signum: int, frame) -> None:
+    """Handler for SIGINT and SIGTERM: remember the request, and raise KeyboardInterrupt or Terminated at once,
+    unless Python is inside a function that C called back, where the exception would be printed and dropped."""
+    global _stopped_by
+    _stopped_by = signum
+    if not _called_back_from_c(frame):
+        raise _stop_exception(signum)
+
+
+def _called_back_from_c(frame) -> bool:
+    """Whether the interrupted code runs in pyvips' handler of libvips' log messages (libvips calls it, in
+    this thread too, e.g. "threadpool completed"); ``raise_if_stopped`` raises at the next safe point instead."""
+    while frame is not None:
+        if frame.f_code.co_name == "_log_handler_callback" and "pyvips" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop request a signal made, if any: the long loops (the engine's batches, the levels) call
+    this at safe points, for a signal that arrived while C code had called back into Python."""
+    if _stopped_by is not None:
+        raise _stop_exception(_stopped_by)
+
+
+def clear_stop() -> None:
+    global _stopped_by
+    _stopped_by = None

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,13 +22,15 @@ import torch
 from . import __version__
 from .engine import Runner, TilePlan, batch_for_memory, stylize_rows
 from .timing import Stopwatch
-from .errors import EXIT_USAGE, UrstError
+from .errors import EXIT_USAGE, UrstError, raise_if_stopped
 from .heap import reuse_freed_blocks, trim_heap
 from .models import NUM_PRESETS, NormStats, PREDICTOR_SIZE, get_spec, load_parts, load_weights, mix, valid_size
-from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, probe, read_style, read_thumbnail, read_whole
+from .multiscale import (LEVELS_SUFFIX, Level, LevelFiles, LevelSource, build_photo_pyramid, levels_folder,
+                         plan_levels, restore)
+from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, ImageSource, probe, read_style, read_whole
 from .resume import Journal, journal_folder, tensor_digest
 from .stats import SampleSpec, exact_stats, sampled_stats, whole_stats
-from .writer import OutputSpec, check_output, write_rows
+from .writer import OutputSpec, check_output, remove_orphans, write_rows
 
 __all__ = ["Job", "Result", "run", "pick_device", "StatsMode"]
 
@@ -63,6 +66,8 @@ class Job:
     whole_limit: int | None = None    # auto stats: whole-image pass up to this many pixels (None: by device)
     overwrite: bool = False
     resume: bool = False              # journal finished rows beside the output; continue an interrupted run
+    stroke_scale: str = "auto"        # multi-scale: "auto", or S >= 1 (2^k: k octaves of larger strokes); "1": single
+    style_scale: float = 1.0          # read the painting this many times larger (larger copied texture)
 
 
 @dataclass
@@ -76,6 +81,7 @@ class Result:
     patches: int
     stages: dict[str, float] = field(default_factory=dict)  # seconds: read, stats, model, blend, write
     patch_size: int = 0
+    levels: list[dict] = field(default_factory=list)  # multi-scale: per level (coarsest first) size, stats, seconds
 
     @property
     def megapixels_per_second(self) -> float:
@@ -156,10 +162,17 @@ class _StyleContext:
 def conditioning(job: Job, model, device: torch.device):
     """The style the job asked for, as the model's per-layer conditioning (several styles mixed by weight)."""
     spec = get_spec(job.model)
+    if job.style_scale != 1 and spec.style != "image":
+        raise UrstError(f"--style-scale applies to models that take --style, not '{spec.name}'", EXIT_USAGE)
     if spec.style == "image":
         if not job.styles or job.presets:
             raise UrstError(f"model '{spec.name}' needs --style PAINTING (and no --preset)", EXIT_USAGE)
-        styles = [read_style(path, spec.style_side, spec.style_square) for path in job.styles]
+        # the square the style predictor reads (magenta) can only be zoomed into
+        valid = job.style_scale >= 1 if spec.style_square else job.style_scale > 0
+        if not valid or not math.isfinite(job.style_scale):
+            raise UrstError(f"--style-scale {job.style_scale}: must be {'at least 1' if spec.style_square else 'above 0'}"
+                            f" for model '{spec.name}'", EXIT_USAGE)
+        styles = [read_style(path, spec.style_side, spec.style_square, job.style_scale) for path in job.styles]
     elif spec.style == "preset":
         if not job.presets or job.styles:
             raise UrstError(f"model '{spec.name}' needs --preset 0-{NUM_PRESETS - 1} (and no --style)", EXIT_USAGE)
@@ -216,6 +229,7 @@ def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = Non
     pyvips.cache_set_max(0)  # every image is read once, top to bottom: libvips' operation cache only holds memory
     info: ImageInfo = probe(job.input, job.max_pixels)
     check_output(job.output, job.input, info.width, info.height, job.overwrite)
+    levels = plan_levels(info.width, info.height, job.stroke_scale)
     device = pick_device(job.device)
     model = load_model(job, device)
     cond = conditioning(job, model, device)
@@ -223,16 +237,16 @@ def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = Non
     plan = make_plan(job, runner)
     journal = None
     if job.resume:
-        journal = Journal.open(job.output.path, job_state(job, info, model, cond, plan, runner.bfloat16),
+        journal = Journal.open(job.output.path, job_state(job, info, model, cond, plan, runner.bfloat16, levels),
                                info.width, info.height, info.bands)
     try:
-        return _stylize(job, info, runner, plan, journal, progress, clock, started)
+        return _stylize(job, info, levels, runner, plan, journal, progress, clock or Stopwatch(), started)
     finally:
         if journal is not None:
             journal.close()
 
 
-def job_state(job: Job, info: ImageInfo, model, cond, plan: TilePlan, bfloat16: bool) -> dict:
+def job_state(job: Job, info: ImageInfo, model, cond, plan: TilePlan, bfloat16: bool, levels: list[Level]) -> dict:
     """Everything the output rows depend on, as a resumed run must find it unchanged."""
     stat = job.input.stat()
     return {"urst": __version__, "input": str(job.input.resolve()), "input_bytes": stat.st_size,
@@ -240,7 +254,8 @@ def job_state(job: Job, info: ImageInfo, model, cond, plan: TilePlan, bfloat16: 
             "weights": tensor_digest(model.state_dict().values()),
             "style": tensor_digest(t for layer in cond for t in layer), "preserve_color": job.preserve_color,
             "stats": job.stats, "thumb_size": job.thumb_size, "sample": asdict(job.sample), "tiling": asdict(plan),
-            "device": next(model.parameters()).device.type, "bfloat16": bfloat16}
+            "device": next(model.parameters()).device.type, "bfloat16": bfloat16,
+            "levels": [[level.width, level.height] for level in levels]}
 
 
 def whole_pass_limit(runner: Runner, plan: TilePlan) -> int:
@@ -251,56 +266,106 @@ def whole_pass_limit(runner: Runner, plan: TilePlan) -> int:
     return runner.model.cpu_whole_pixels
 
 
-def compute_stats(job: Job, runner: Runner, plan: TilePlan, open_reader, pixels: int) -> tuple[NormStats, str]:
-    """The job's normalization statistics, and the estimator that made them."""
+def compute_stats(job: Job, runner: Runner, plan: TilePlan, source: ImageSource, open_reader,
+                  pixels: int) -> tuple[NormStats, str]:
+    """The normalization statistics of ``source`` (the input, or a multi-scale level), and the estimator that made them."""
     mode = job.stats
     whole_limit = job.whole_limit or whole_pass_limit(runner, plan)
     if mode == "auto":
         mode = "whole" if pixels <= whole_limit else "sampled"
     if mode == "whole":
-        return whole_stats(runner, read_whole(job.input)), mode
+        return whole_stats(runner, read_whole(source)), mode
     if mode == "exact":
         return exact_stats(runner, open_reader, plan), mode
     if mode == "sampled":
         return sampled_stats(runner, open_reader, job.sample), mode
     if mode == "thumbnail":
-        return whole_stats(runner, read_thumbnail(job.input, job.thumb_size)), mode
+        return whole_stats(runner, source.thumbnail(job.thumb_size)), mode
     raise UrstError(f"--stats {mode}: use auto, sampled, thumbnail or exact", EXIT_USAGE)
 
 
-def _stylize(job: Job, info: ImageInfo, runner: Runner, plan: TilePlan, journal: Journal | None,
-             progress: Progress, clock: Stopwatch | None, started: float) -> Result:
-    pw, ph = valid_size(info.width, runner.model), valid_size(info.height, runner.model)
-    open_reader = lambda: BandReader(job.input, pw, ph)  # noqa: E731 - a fresh sequential pass each call
-
-    progress.stage("statistics")
-    t_stats = time.perf_counter()
-    if journal is not None and journal.stats is not None:
-        stats, mode = journal.stats, "resumed"
-    else:
-        stats, mode = compute_stats(job, runner, plan, open_reader, pw * ph)
-        if journal is not None:
-            journal.save_stats(stats)
-    stats_seconds = time.perf_counter() - t_stats
-
-    progress.stage("stylizing")
-    clock = clock or Stopwatch()
-    t_stylize = time.perf_counter()
-    reader = open_reader()
-    cols, rows = plan.axes(pw, ph)
-    progress.start_patches(len(cols) * len(rows))
-    start = journal.rows_done if journal is not None else 0
-    blocks = stylize_rows(reader, runner, stats, plan, progress.advance, job.preserve_color, clock, start,
-                          journal.commit if journal is not None else lambda rows_done: None)
-    if journal is not None:
-        blocks = chain(journal.replay(), journal.record(blocks))
-    write_rows(blocks, info.width, info.height, info.bands, job.output, clock)
+def _stylize(job: Job, info: ImageInfo, levels: list[Level], runner: Runner, plan: TilePlan,
+             journal: Journal | None, progress: Progress, clock: Stopwatch, started: float) -> Result:
+    """Paint every level, coarsest first, each from the one below (a single level: the input as it is)."""
+    files = None
+    if len(levels) > 1:
+        remove_orphans(job.output.path, LEVELS_SUFFIX)
+        files = LevelFiles(journal.folder / "levels" if journal is not None else levels_folder(job.output.path))
+    try:
+        t_pyramid = time.perf_counter()
+        if files is not None:
+            progress.stage("photo pyramid")
+            build_photo_pyramid(job.input, levels, files)
+            raise_if_stopped()  # libvips ran the pyramid: a signal may have arrived inside its callbacks
+        t_levels = time.perf_counter()
+        painted = [_paint_level(job, info, levels, i, runner, plan, files, journal, progress, clock)
+                   for i in range(len(levels))]
+    finally:
+        if files is not None and journal is None:
+            files.remove()
     if journal is not None:
         journal.remove()
     else:  # an earlier interrupted --resume run of this output is of no use any more
         shutil.rmtree(journal_folder(job.output.path), ignore_errors=True)
-    stages = {"setup": t_stats - started, "stats": stats_seconds, **clock.seconds}
-    # what is left of the streaming pass: blending, conversion to 8-bit, the engine's own bookkeeping
-    stages["blend"] = time.perf_counter() - t_stylize - sum(clock.seconds.values())
-    return Result(job.output.path, info.width, info.height, time.perf_counter() - started, mode, stats_seconds,
-                  len(cols) * len(rows), stages, plan.patch)
+    elapsed = time.perf_counter()
+    stats_seconds = sum(p["stats_seconds"] for p in painted)
+    stages = {"setup": t_pyramid - started, "pyramid": t_levels - t_pyramid, "stats": stats_seconds, **clock.seconds}
+    # what is left of the streaming passes: blending, conversion to 8-bit, the engine's own bookkeeping
+    stages["blend"] = elapsed - t_levels - stats_seconds - sum(clock.seconds.values())
+    return Result(job.output.path, info.width, info.height, elapsed - started, painted[-1]["stats_mode"],
+                  stats_seconds, sum(p["patches"] for p in painted), stages, plan.patch,
+                  painted if len(levels) > 1 else [])
+
+
+def _paint_level(job: Job, info: ImageInfo, levels: list[Level], i: int, runner: Runner, plan: TilePlan,
+                 files: LevelFiles | None, journal: Journal | None, progress: Progress, clock: Stopwatch) -> dict:
+    """One single-scale pass: level ``i`` of ``levels`` (coarsest first) from its source to its file.
+
+    The last level is the job's output; a coarser one goes to a temporary file (kept with --resume,
+    where a finished one is not painted again). Returns what the summary reports of it.
+    """
+    level, final = levels[i], i == len(levels) - 1
+    coarser = files.output(levels[i - 1].index) if i > 0 else None
+    what = {"level": level.index, "width": level.width, "height": level.height, "stats_mode": "-",
+            "stats_seconds": 0.0, "patches": 0, "seconds": 0.0, "resumed": False}
+    if final:
+        output, bands, journal_here = job.output, info.bands, journal
+    else:
+        output, bands, journal_here = OutputSpec(files.output(level.index)), 3, None
+        if output.path.exists():  # finished by an interrupted --resume run
+            return {**what, "stats_mode": "resumed", "resumed": True}
+    source = ImageSource(job.input) if len(levels) == 1 else LevelSource(
+        job.input, None if level.index == 0 else files.photo(level.index), coarser)
+    # single-scale keeps colours in the engine; multi-scale after the restore, from the photo itself
+    transform = restore(coarser, job.input if job.preserve_color and final else None) if coarser else None
+    keep_colours = job.preserve_color and len(levels) == 1
+    label = f"level {i + 1}/{len(levels)} {level.width}x{level.height}: " if len(levels) > 1 else ""
+    started = time.perf_counter()
+    pw, ph = valid_size(level.width, runner.model), valid_size(level.height, runner.model)
+    open_reader = lambda: BandReader(source, pw, ph)  # noqa: E731 - a fresh sequential pass each call
+
+    progress.stage(label + "statistics")
+    if journal_here is not None and journal_here.stats is not None:
+        stats, mode = journal_here.stats, "resumed"
+    else:
+        stats, mode = compute_stats(job, runner, plan, source, open_reader, pw * ph)
+        if journal_here is not None:
+            journal_here.save_stats(stats)
+    stats_seconds = time.perf_counter() - started
+
+    progress.stage(label + "stylizing")
+    reader = open_reader()
+    cols, rows = plan.axes(pw, ph)
+    progress.start_patches(len(cols) * len(rows))
+    start = journal_here.rows_done if journal_here is not None else 0
+    blocks = stylize_rows(reader, runner, stats, plan, progress.advance, keep_colours, clock, start,
+                          journal_here.commit if journal_here is not None else lambda rows_done: None)
+    if journal_here is not None:
+        blocks = chain(journal_here.replay(), journal_here.record(blocks))
+    write_rows(blocks, level.width, level.height, bands, output, clock, transform)
+    if coarser is not None and journal is None:  # what this level was made from is no longer needed
+        coarser.unlink(missing_ok=True)
+        if level.index > 0:
+            files.photo(level.index).unlink(missing_ok=True)
+    return {**what, "stats_mode": mode, "stats_seconds": stats_seconds, "patches": len(cols) * len(rows),
+            "seconds": time.perf_counter() - started}

@@ -22,8 +22,8 @@ import pyvips
 
 from .errors import EXIT_INPUT, UrstError
 
-__all__ = ["ImageInfo", "probe", "open_rgb", "BandReader", "prefetched", "padded_index", "reflects", "read_thumbnail",
-           "read_crops", "read_whole", "read_style"]
+__all__ = ["ImageInfo", "probe", "open_rgb", "ImageSource", "as_source", "BandReader", "prefetched", "padded_index",
+           "reflects", "read_thumbnail", "read_crops", "read_whole", "read_style"]
 
 MIN_STYLE_SIDE = 16
 DEFAULT_MAX_PIXELS = 4 * 1024**3  # 4 gigapixels; declared sizes above this are refused before decoding
@@ -113,6 +113,29 @@ def open_rgb(path: str | os.PathLike, access: str = "sequential") -> tuple[pyvip
     return img, alpha
 
 
+class ImageSource:
+    """Where a pass's pixels come from: 8-bit sRGB (plus alpha), opened afresh for every pass.
+
+    This one is a file. A multi-scale level is a libvips pipeline over files (multiscale.py):
+    the readers below take either, so every estimator and the engine work on both.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)  # what error messages name
+
+    def open(self, access: str) -> pyvips.Image:
+        """RGB (and alpha, if any) as one uchar image; ``access`` is libvips' "sequential" or "random"."""
+        return _joined(*open_rgb(self.path, access))
+
+    def thumbnail(self, long_side: int) -> np.ndarray:
+        """A downsampled RGB view with the given long side, uint8 [h, w, 3]."""
+        return read_thumbnail(self.path, long_side)
+
+
+def as_source(source: "ImageSource | str | os.PathLike") -> ImageSource:
+    return source if isinstance(source, ImageSource) else ImageSource(source)
+
+
 def padded_index(size: int, padded: int, reflect: bool) -> np.ndarray:
     """Source index of each position of an axis extended from ``size`` to ``padded``."""
     idx = np.arange(padded)
@@ -138,9 +161,9 @@ class BandReader:
 
     FETCH_ROWS = 8  # rows per libvips request: libvips holds ~14x that while serving it (50 MB for 32 x 38.7k px)
 
-    def __init__(self, path: str | os.PathLike, padded_width: int, padded_height: int):
-        self.path = Path(path)
-        self.image = _joined(*open_rgb(path, "sequential"))
+    def __init__(self, source: ImageSource | str | os.PathLike, padded_width: int, padded_height: int):
+        self.source = as_source(source)
+        self.image = self.source.open("sequential")
         self.width, self.height, self.bands = self.image.width, self.image.height, self.image.bands
         self.padded_width, self.padded_height = padded_width, padded_height
         reflect = reflects(self.width, self.height, padded_width, padded_height)
@@ -163,7 +186,7 @@ class BandReader:
         """Any box of the padded frame, decoding only what lies under it (tiled files; others decode
         everything above it). Independent of the band pass: ``read`` may go on afterwards."""
         if self._random_region is None:
-            self._random_region = pyvips.Region.new(_joined(*open_rgb(self.path, "random")))
+            self._random_region = pyvips.Region.new(self.source.open("random"))
         rows, cols = self._rows_of[top:bottom], self._cols[left:right]
         r0, c0 = int(rows.min()), int(cols.min())
         box = self._fetch(self._random_region, c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0)
@@ -250,13 +273,13 @@ class _Background:
         return self._value
 
 
-def read_whole(path: str | os.PathLike) -> np.ndarray:
+def read_whole(source: ImageSource | str | os.PathLike) -> np.ndarray:
     """The whole image as uint8 [H, W, 3] (only for images known to be small)."""
-    rgb, _ = open_rgb(path, "sequential")
+    source = as_source(source)
     try:
-        return rgb.numpy()
+        return source.open("sequential").extract_band(0, n=3).numpy()
     except pyvips.Error as exc:
-        raise UrstError(f"{path}: image data unreadable ({_first_line(exc)})", EXIT_INPUT) from None
+        raise UrstError(f"{source.path}: image data unreadable ({_first_line(exc)})", EXIT_INPUT) from None
 
 
 def read_thumbnail(path: str | os.PathLike, long_side: int) -> np.ndarray:
@@ -268,18 +291,25 @@ def read_thumbnail(path: str | os.PathLike, long_side: int) -> np.ndarray:
     return _rgb_array(thumb)
 
 
-def read_style(path: str | os.PathLike, side: int, square: bool) -> np.ndarray:
-    """A style image as uint8 RGB: its centre square resized to side x side, or resized to a long side of ``side``."""
+def read_style(path: str | os.PathLike, side: int, square: bool, scale: float = 1.0) -> np.ndarray:
+    """A style image as uint8 RGB: its centre square resized to side x side, or resized to a long side of ``side``.
+
+    ``scale`` reads the painting ``scale`` times larger: a long side of scale x side, or, for the
+    square, the centre side x side of its centre square resized to scale x side (scale >= 1).
+    """
     path = Path(path)
+    read_side = round(side * scale)
     header = _load(path, "sequential")  # clear errors for missing, empty and unreadable files
     if min(header.width, header.height) < MIN_STYLE_SIDE:
         raise UrstError(f"{path}: style image too small ({header.width}x{header.height}; a painting needs at "
                         f"least {MIN_STYLE_SIDE} px a side to show its brushwork)", EXIT_INPUT)
     try:
         if square:
-            thumb = pyvips.Image.thumbnail(str(path), side, height=side, crop="centre", size="force", fail_on="error")
+            thumb = pyvips.Image.thumbnail(str(path), read_side, height=read_side, crop="centre", size="force",
+                                           fail_on="error")
+            thumb = thumb.crop((read_side - side) // 2, (read_side - side) // 2, side, side)
         else:
-            thumb = pyvips.Image.thumbnail(str(path), side, height=side, fail_on="error")
+            thumb = pyvips.Image.thumbnail(str(path), read_side, height=read_side, fail_on="error")
     except pyvips.Error as exc:
         raise UrstError(f"{path}: style image unreadable ({_first_line(exc)})", EXIT_INPUT) from None
     if min(thumb.width, thumb.height) < MIN_STYLE_SIDE:  # a long, thin image resized to a long side of ``side``

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import shutil
 import struct
 import threading
 import zlib
@@ -27,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyvips
@@ -39,7 +40,8 @@ from . import __version__
 from .errors import EXIT_OUTPUT, EXIT_USAGE, UrstError
 from .timing import Stopwatch
 
-__all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows"]
+__all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows", "Transform", "image_rows",
+           "remove_orphans"]
 
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 COMPRESSIONS = ("deflate", "jpeg", "zstd", "lzw", "none")
@@ -260,6 +262,14 @@ def _save(image: pyvips.Image, path: str, spec: OutputSpec) -> None:
         image.webpsave(path, Q=spec.quality)
 
 
+def image_rows(image: pyvips.Image, rows: int = 64) -> Iterator[np.ndarray]:
+    """A libvips image's rows, top to bottom, as uint8 [n, width, bands] blocks (pulled through its pipeline)."""
+    region = pyvips.Region.new(image)
+    for top in range(0, image.height, rows):
+        n = min(rows, image.height - top)
+        yield np.frombuffer(region.fetch(0, top, image.width, n), np.uint8).reshape(n, image.width, image.bands)
+
+
 def _verify(path: Path, width: int, height: int) -> None:
     try:
         check = pyvips.Image.new_from_file(str(path))
@@ -269,27 +279,39 @@ def _verify(path: Path, width: int, height: int) -> None:
         raise UrstError(f"the written file is {check.width}x{check.height}, expected {width}x{height}", EXIT_OUTPUT)
 
 
+Transform = Callable[[pyvips.Image], pyvips.Image]
+"""A libvips pipeline applied to the rows on their way to the file (multi-scale composition), same size and bands."""
+
+
 def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int, spec: OutputSpec,
-               clock: Stopwatch = Stopwatch()) -> None:
+               clock: Stopwatch = Stopwatch(), transform: Transform | None = None) -> None:
     """Write row blocks (uint8 [n, width, bands], top to bottom, ``height`` rows in all) to ``spec.path``.
 
     The caller's loop (the engine) runs in this thread; encoding and writing run in a saver
     thread (and libvips' own). ``clock`` is charged ("write") only for the time this thread waits on the
-    writer. On any failure, KeyboardInterrupt included, the temporary file is removed.
+    writer. ``transform``: the rows are read by libvips as a stream and pass through it before
+    being saved; libvips pulls them as its pipeline needs them. On any failure,
+    KeyboardInterrupt included, the temporary file is removed.
     """
-    _remove_orphans(spec.path)
+    remove_orphans(spec.path)
     tmp = spec.path.with_name(f".{spec.path.name}.{os.getpid()}.partial")
     pipe = _BytesQueue(WRITE_AHEAD_BYTES)
     failure: list[BaseException] = []
 
     def saver() -> None:
         try:
-            if _own_tiff(spec):
+            if _own_tiff(spec) and transform is None:
                 _save_tiles(_pull(pipe), str(tmp), width, height, bands, spec)
+                return
+            source = pyvips.SourceCustom()
+            source.on_read(_QueueReader(pipe, width, height, bands).read)
+            image = pyvips.Image.new_from_source(source, "", access="sequential")
+            if transform is not None:
+                image = transform(image)
+            if _own_tiff(spec):
+                _save_tiles(image_rows(image), str(tmp), width, height, bands, spec)
             else:
-                source = pyvips.SourceCustom()
-                source.on_read(_QueueReader(pipe, width, height, bands).read)
-                _save(pyvips.Image.new_from_source(source, "", access="sequential"), str(tmp), spec)
+                _save(image, str(tmp), spec)
         except BaseException as exc:  # reported to the producer below
             failure.append(exc)
             _drain(pipe)
@@ -319,12 +341,16 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
         raise
 
 
-def _remove_orphans(path: Path) -> None:
-    """Delete partial files of this output left by runs that were killed outright (kill -9, power loss)."""
-    for partial in path.parent.glob(f".{glob_escape(path.name)}.*.partial"):
-        pid = partial.name[len(path.name) + 2: -len(".partial")]
+def remove_orphans(path: Path, suffix: str = ".partial") -> None:
+    """Delete what runs that were killed outright (kill -9, power loss) left beside this output: hidden
+    ``.NAME.PID<suffix>`` files or folders of processes that no longer exist."""
+    for orphan in path.parent.glob(f".{glob_escape(path.name)}.*{glob_escape(suffix)}"):
+        pid = orphan.name[len(path.name) + 2: -len(suffix)]
         if pid.isdigit() and not _alive(int(pid)):
-            partial.unlink(missing_ok=True)
+            if orphan.is_dir():
+                shutil.rmtree(orphan, ignore_errors=True)
+            else:
+                orphan.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,220 @@
+"""Multi-scale stylization (``--stroke-scale``): a result that looks painted at every zoom level.
+
+The networks paint strokes of a fixed size in pixels (about their receptive field, ~100 px),
+so a 30000 px result seen whole is the photo with a tint. urst paints an octave pyramid of
+the input instead, the coarsest level first and every finer level from the one below it:
+
+    photo_k    the input halved k times (2x2 averages)
+    content_k  photo_k with its low band taken from out_{k+1}, the coarser painting: its
+               layout, colours and large strokes, under the photo's own finer detail
+    painted_k  the single-scale pass (engine.py) over content_k, with content_k's statistics
+    out_k      painted_k with its low band (two octaves down) restored to out_{k+1}'s, so that
+               what the network repaints at this scale does not drift from what the coarser
+               levels painted
+
+The coarsest level is painted from the photo alone, at the size the network paints a whole
+picture (a long side of 768-1536 px by default): the look seen whole. Each finer level adds
+an octave of strokes on top, down to the network's own brush texture at 100%.
+
+Why this design (benchmarks/view_style.py, README "Stroke scale"): summing frequency bands of
+paintings made independently at each scale is painted seen whole but muddy at 100% (the bands
+do not belong to one painting); repainting at full size from a coarse painting alone keeps
+100% coherent but loses the large layout; re-stylizing every octave from the one below
+without the restore compounds the style until the subject is lost. Taking each level's
+content and its final low band from the level below does both: one coherent painting whose
+strokes grow an octave per level.
+
+Every level is a libvips pipeline over files (the input and temporary tiled TIFFs of the
+photo pyramid and of each finished level), read by the engine like any image; the restore is
+applied to the engine's rows on their way to the file (``writer.Transform``). Every pass
+streams, so memory stays that of one single-scale pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyvips
+
+from .errors import EXIT_USAGE, UrstError
+from .engine import LUMA
+from .reader import ImageSource, open_rgb
+from .writer import Transform
+
+__all__ = ["Level", "plan_levels", "AUTO_LONG_SIDE", "LEVELS_SUFFIX", "halve", "shift_low_band", "LevelSource",
+           "restore", "keep_photo_colours", "LevelFiles", "levels_folder", "build_photo_pyramid"]
+
+AUTO_LONG_SIDE = 1536  # auto: halve until the long side is at most this (the coarsest is then 768-1536 px)
+LEVELS_SUFFIX = ".levels"
+MIN_LEVEL_SIDE = 64    # a coarser level would be too small to paint anything
+CONTENT_OCTAVES = 1    # content_k takes out_{k+1}'s band below one octave down...
+RESTORE_OCTAVES = 2    # ...and out_k gets back out_{k+1}'s band below two octaves down (one: muddy)
+
+# 5-tap binomial (a Gaussian of sigma 1 px) and the 3x3 filter that makes a 2x nearest zoom bilinear
+_BINOMIAL = pyvips.Image.new_from_array([[1, 4, 6, 4, 1]], scale=16)
+_BILINEAR = pyvips.Image.new_from_array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], scale=16)
+
+
+@dataclass(frozen=True)
+class Level:
+    index: int   # octaves below the input: 0 is full resolution
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def plan_levels(width: int, height: int, stroke_scale: str) -> list[Level]:
+    """The levels to paint, coarsest first. ``stroke_scale``: "auto", or S >= 1 (rounded to a power of two,
+    2^k for k octaves); "1" is single-scale stylization."""
+    sizes = [(width, height)]  # every octave this image has, down to the smallest level worth painting
+    while min(sizes[-1]) >= 2 * MIN_LEVEL_SIDE:
+        w, h = sizes[-1]
+        sizes.append((-(-w // 2), -(-h // 2)))
+    if stroke_scale == "auto":  # long, thin images get what their short side allows
+        octaves = min(max(0, math.ceil(math.log2(max(width, height) / AUTO_LONG_SIDE))), len(sizes) - 1)
+    else:
+        try:
+            scale = float(stroke_scale)
+        except ValueError:
+            scale = 0.0
+        if not scale >= 1 or not math.isfinite(scale):
+            raise UrstError(f"--stroke-scale {stroke_scale}: use auto or a number >= 1", EXIT_USAGE)
+        octaves = round(math.log2(scale))
+        if octaves >= len(sizes):
+            raise UrstError(f"--stroke-scale {stroke_scale}: {width}x{height} has levels down to {MIN_LEVEL_SIDE} px "
+                            f"a side for at most {2 ** (len(sizes) - 1)}", EXIT_USAGE)
+    return [Level(k, w, h) for k, (w, h) in reversed(list(enumerate(sizes[: octaves + 1])))]
+
+
+def halve(img: pyvips.Image) -> pyvips.Image:
+    """2x2 averages; on an odd side the last row or column stands for two. Sides become ceil(side / 2)."""
+    if img.width % 2 or img.height % 2:
+        img = img.embed(0, 0, img.width + img.width % 2, img.height + img.height % 2, extend="copy")
+    return img.shrink(2, 2)
+
+
+def _double(img: pyvips.Image, width: int, height: int) -> pyvips.Image:
+    """Bilinear upsampling by 2 (pixel centres aligned), cropped to width x height."""
+    return img.zoom(2, 2).conv(_BILINEAR, precision="float").crop(0, 0, width, height)
+
+
+def shift_low_band(x: pyvips.Image, coarse: pyvips.Image, octaves: int) -> pyvips.Image:
+    """``x`` (uchar) plus the low band of ``coarse - x``: their difference at ``coarse``'s scale (one octave
+    down), halved ``octaves - 1`` more times, blurred (sigma 1 px there) and brought back up.
+
+    The last step up is a 2x zoom of the rounded difference: it is smooth at that scale (measured on a
+    painting: 0.3 levels mean from bilinear, 4 at most), and a zoom costs nothing at full resolution.
+    """
+    difference = coarse.cast("float") - halve(x).cast("float")
+    sizes = []
+    for _ in range(octaves - 1):
+        sizes.append((difference.width, difference.height))
+        difference = halve(difference)
+    difference = difference.convsep(_BINOMIAL, precision="float")
+    for width, height in reversed(sizes):
+        difference = _double(difference, width, height)
+    step = difference.rint().cast("short").zoom(2, 2).crop(0, 0, x.width, x.height)
+    return (x + step).cast("uchar")
+
+
+def _rgb(img: pyvips.Image) -> pyvips.Image:
+    return img.extract_band(0, n=3)
+
+
+def _with_alpha_of(rgb: pyvips.Image, img: pyvips.Image) -> pyvips.Image:
+    return rgb.bandjoin(img.extract_band(3, n=img.bands - 3)) if img.bands > 3 else rgb
+
+
+class LevelSource(ImageSource):
+    """content_k: the level's photo (the input itself at level 0, with its alpha) with its low band from the
+    coarser level's finished output (None at the coarsest level: the photo as it is)."""
+
+    def __init__(self, input_path: Path, photo: Path | None, coarse: Path | None):
+        super().__init__(input_path)
+        self.photo, self.coarse = photo, coarse
+
+    def open(self, access: str) -> pyvips.Image:
+        img = super().open(access) if self.photo is None else pyvips.Image.new_from_file(str(self.photo), access=access)
+        if self.coarse is None:
+            return img
+        coarse = pyvips.Image.new_from_file(str(self.coarse), access=access)
+        return _with_alpha_of(shift_low_band(_rgb(img), coarse, CONTENT_OCTAVES), img)
+
+    def thumbnail(self, long_side: int) -> np.ndarray:
+        img = _rgb(self.open("sequential"))
+        return img.thumbnail_image(long_side, height=long_side, size="down").numpy()
+
+
+def restore(coarse: Path, photo: Path | None = None) -> Transform:
+    """The writer transform that turns painted_k into out_k (RGB, alpha passed through). With ``photo`` (the
+    input, at level 0) the result keeps the photo's colours: its luminance, the photo's chroma
+    (``--preserve-color``, as engine.keep_colours does for a single-scale pass)."""
+
+    def transform(painted: pyvips.Image) -> pyvips.Image:
+        coarse_img = pyvips.Image.new_from_file(str(coarse), access="sequential")
+        rgb = shift_low_band(_rgb(painted), coarse_img, RESTORE_OCTAVES)
+        if photo is not None:
+            rgb = keep_photo_colours(rgb, open_rgb(photo, "sequential")[0])
+        return _with_alpha_of(rgb, painted)
+
+    return transform
+
+
+def keep_photo_colours(stylized: pyvips.Image, photo: pyvips.Image) -> pyvips.Image:
+    """The stylized luminance (BT.601) with the photo's chroma: the photo plus the luminance change in every
+    band (engine.keep_colours' formula, on libvips images)."""
+    change = (stylized.cast("float") - photo.cast("float")).recomb([list(LUMA)] * 3)
+    return (photo + change + 0.5).cast("uchar")
+
+
+class LevelFiles:
+    """The temporary files of one multi-scale job: the photo pyramid and each finished level.
+
+    ``folder`` is hidden beside the output (inside the resume journal with --resume, where finished levels
+    are kept for the next run); the job removes it when it ends.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def photo(self, level: int) -> Path:
+        return self.folder / f"photo-{level}.tif"
+
+    def output(self, level: int) -> Path:
+        return self.folder / f"level-{level}.tif"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def levels_folder(output: Path) -> Path:
+    """Where a run without --resume keeps its levels: hidden beside the output, named by this process
+    (``writer.remove_orphans(output, LEVELS_SUFFIX)`` clears those of killed runs)."""
+    return output.with_name(f".{output.name}.{os.getpid()}{LEVELS_SUFFIX}")
+
+
+def build_photo_pyramid(input_path: Path, levels: list[Level], files: LevelFiles) -> None:
+    """photo_1 .. photo_K as tiled TIFFs, each halved from the one above (the input decoded once).
+
+    Files already there (a resumed job) are kept; each is written aside and renamed when complete.
+    """
+    previous = None
+    for level in sorted(levels, key=lambda lv: lv.index)[1:]:
+        path = files.photo(level.index)
+        if not path.exists():
+            above = open_rgb(input_path, "sequential")[0] if previous is None else \
+                pyvips.Image.new_from_file(str(previous), access="sequential")
+            partial = path.with_name(path.name + ".partial")
+            halve(above).tiffsave(str(partial), tile=True, tile_width=256, tile_height=256, bigtiff=True,
+                                  compression="deflate", predictor="horizontal", level=1)
+            os.replace(partial, path)
+        previous = path
