@@ -11,11 +11,14 @@ import pytest
 import pyvips
 import torch
 
+from dataclasses import replace
+
 from urst_cli.engine import Runner, TilePlan
-from urst_cli.job import Job, conditioning, load_model
-from urst_cli.models import PerInstance, Replay, pad_to_valid, zero_padded_copy
+from urst_cli.job import Job, compute_stats, conditioning, load_model, make_plan
+from urst_cli.models import PerInstance, Replay, mix, pad_to_valid, valid_size, zero_padded_copy
+from urst_cli.models.capvst import CapVST, capvst_condition
 from urst_cli.models.msgnet import msgnet_condition
-from urst_cli.reader import read_whole
+from urst_cli.reader import BandReader, ImageSource, read_whole
 from urst_cli.stats import whole_stats
 from urst_cli.writer import OutputSpec
 
@@ -182,24 +185,38 @@ def _stylize(tmp_path, photo, name, *args):
     return pyvips.Image.new_from_file(str(out)).numpy().astype(np.float64)
 
 
-@pytest.mark.parametrize("stats", ["exact", "sampled", "thumbnail", "auto"])
-def test_every_family_runs_every_statistics_mode_from_the_cli(tmp_path, small_photo, painting, weights_dir, stats):
-    for model, weights in FAMILIES:
-        out = _stylize(tmp_path, small_photo, f"{model}{weights}{stats}", "-m", model, "-s", painting,
-                       "--weights-dir", weights_dir, "--stats", stats, *(("--weights", weights) if weights else ()))
-        assert out.shape == (256, 384, 3)
+@pytest.mark.parametrize("model,weights", FAMILIES)
+def test_every_statistics_estimator_runs_and_the_streamed_exact_ones_are_the_whole_images(small_photo, painting,
+                                                                                       weights_dir, model, weights):
+    runner = _runner(model, weights, painting, weights_dir)
+    net = runner.model
+    job = Job(input=small_photo, output=OutputSpec(small_photo), model=model, weights=weights, stats="exact")
+    plan = make_plan(job, runner)
+    width, height = 384, 256
+    pixels = valid_size(width, net) * valid_size(height, net)
+    open_reader = lambda: BandReader(small_photo, valid_size(width, net), valid_size(height, net))  # noqa: E731
+    exact, _ = compute_stats(job, runner, plan, ImageSource(small_photo), open_reader, pixels)
+    whole = whole_stats(runner, read_whole(small_photo))
+    for a, b in zip(exact.means + exact.variances, whole.means + whole.variances):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for mode in ("sampled", "thumbnail", "auto"):
+        stats, _ = compute_stats(replace(job, stats=mode), runner, plan, ImageSource(small_photo), open_reader, pixels)
+        assert len(stats) == len(net.norm_channels)
+        assert all(torch.isfinite(t).all() for t in stats.means + stats.variances)
 
 
-def test_capvst_alpha_zero_returns_the_photo_and_styles_mix(tmp_path, small_photo, painting, weights_dir):
-    args = ("-m", "capvst", "-s", painting, "--weights-dir", weights_dir)
-    photo = read_whole(small_photo).astype(np.float64)
-    assert np.abs(_stylize(tmp_path, small_photo, "a0", *args, "--alpha", "0") - photo).max() <= 1
-    grey = tmp_path / "grey.png"
-    pyvips.Image.new_from_file(str(painting)).colourspace("b-w").write_to_file(str(grey))
-    one = _stylize(tmp_path, small_photo, "one", *args)
-    mixed = _stylize(tmp_path, small_photo, "mixed", *args, "-s", grey, "--style-weights", "0.8,0.2")
-    assert 0 < np.abs(mixed - one).mean() < np.abs(_stylize(tmp_path, small_photo, "g", *args[:2], grey,
-                                                              *args[4:]) - one).mean()
+def test_capvst_alpha_zero_returns_the_photo_and_styles_mix_as_colourings(small_photo, painting, weights_dir):
+    x = pad_to_valid(torch.from_numpy(read_whole(small_photo)[None]).permute(0, 3, 1, 2).float().div(255),
+                     CapVST())
+    runner = _runner("capvst", None, painting, weights_dir, alpha=0.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(runner(x, PerInstance(runner.model)), x, atol=1e-4, rtol=0)
+    grey = read_whole(painting).mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
+    with torch.inference_mode():
+        colour, grey_cond = capvst_condition(runner.model, [read_whole(painting), grey], 1.0)
+    mixed = mix([colour, grey_cond], [0.8, 0.2])[0]
+    torch.testing.assert_close(mixed[0], 0.8 * colour[0][0] + 0.2 * grey_cond[0][0])  # Cholesky factors, as
+    torch.testing.assert_close(mixed[1], 0.8 * colour[0][1] + 0.2 * grey_cond[0][1])  # CAP-VSTNet interpolates
 
 
 def test_sanet_refuses_to_mix_styles_in_one_line(tmp_path, small_photo, painting, weights_dir):
@@ -208,14 +225,15 @@ def test_sanet_refuses_to_mix_styles_in_one_line(tmp_path, small_photo, painting
     assert proc.returncode == 2 and "one --style" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_preserve_color_applies_to_the_new_families(tmp_path, small_photo, painting, weights_dir):
+def test_every_family_stylizes_from_the_cli_keeping_the_photos_colours(tmp_path, small_photo, painting,
+                                                                          weights_dir):
     photo = read_whole(small_photo).astype(np.float64)
-    for model, weights in (("msgnet", None), ("linear", "r31")):
-        kept = _stylize(tmp_path, small_photo, f"{model}-kept", "-m", model, "-s", painting, "--preserve-color",
+    luma = np.array([0.299, 0.587, 0.114])
+    for model, weights in FAMILIES:
+        kept = _stylize(tmp_path, small_photo, f"{model}{weights}", "-m", model, "-s", painting, "--preserve-color",
                         "--weights-dir", weights_dir, *(("--weights", weights) if weights else ()))
-        y = lambda rgb: rgb @ np.array([0.299, 0.587, 0.114])  # noqa: E731
-        chroma = (kept - y(kept)[..., None]) - (photo - y(photo)[..., None])
-        assert np.abs(chroma).max() <= 1.5, model
+        chroma = (kept - (kept @ luma)[..., None]) - (photo - (photo @ luma)[..., None])
+        assert kept.shape == photo.shape and np.abs(chroma).max() <= 1.5, model
 
 
 def _unbiased_mvn(feat, eps=1e-5, correction=1):
@@ -256,7 +274,7 @@ def test_sanet_linear_and_msgnet_match_transcriptions_of_their_authors_forward(p
                 return cnn.fc((flat @ flat.transpose(1, 2) / flat.shape[2]).flatten(1)).view(-1, 32, 32)
 
             cf, sf = net.encoder(x), net.encoder(style)
-            cf, c_mean = cf - cf.mean(dim=(2, 3), keepdim=True), None
+            cf = cf - cf.mean(dim=(2, 3), keepdim=True)
             s_mean = sf.mean(dim=(2, 3), keepdim=True)
             transform = matrix(mul.snet, sf - s_mean) @ matrix(mul.cnet, cf)
             squeezed = mul.compress(cf)

@@ -226,7 +226,8 @@ def list_models(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir"
             states = []
             for name in spec.variants or (None,):
                 missing = missing_parts(spec, name, weights_dir)
-                states.append((f"{name} " if name else "") + ("installed" if not missing else f"MISSING {', '.join(missing)}"))
+                found = "installed" if not missing else f"MISSING {', '.join(missing)}"
+                states.append(f"{name} {found}" if name else found)
             state = "; ".join(states)
         typer.echo(f"{spec.name:<13} {spec.summary}\n{'':<13} weights: {state} (from {spec.source})")
 

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from .norm import StatsPolicy
 
-__all__ = ["Stylizer", "ResidualStylizer", "drive", "Conditioning", "Stages", "ReflectConv", "UpsampleConv", "padded_conv", "zero_padded_copy",
-           "reflect_pad", "run_layers", "mix", "pad_to_valid", "valid_size"]
+__all__ = ["Stylizer", "ResidualStylizer", "drive", "Conditioning", "Stages", "ReflectConv", "UpsampleConv",
+           "padded_conv", "zero_padded_copy", "reflect_pad", "run_layers", "mix", "pad_to_valid", "valid_size"]
 
 # Per norm layer, the tensors a style sets (for conditional IN: gamma and beta, each [1, C]). Every
 # family applies them linearly, so a weighted sum of conditionings is an interpolation of styles.

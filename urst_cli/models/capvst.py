@@ -111,7 +111,8 @@ class CapVST(WhiteningColouring, Stylizer):
     def encode(self, x: Tensor) -> Tensor:
         """RGB [N,3,H,W] -> latent [N,32,H,W] (photorealistic) or [N,128,H/2,W/2] (artistic)."""
         n, _, h, w = x.shape
-        x1 = torch.cat([x, x.new_zeros(n, INPUT_CHANNELS - 3, h, w)], dim=1).contiguous(memory_format=torch.channels_last)
+        x1 = torch.cat([x, x.new_zeros(n, INPUT_CHANNELS - 3, h, w)], dim=1)
+        x1 = x1.contiguous(memory_format=torch.channels_last)
         x2 = torch.zeros_like(x1)
         for block in (*self.stack, *self.channel_reduction.block_list):
             x1, x2 = block.forward_pair(x1, x2, self.reflect)

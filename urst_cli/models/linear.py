@@ -129,7 +129,8 @@ class LinearTransfer(Stylizer):
         return run_layers(self.decoder, features, self.reflect)
 
 
-def linear_condition(net: LinearTransfer, styles: Sequence[np.ndarray], alpha: float, context=None) -> list[Conditioning]:
+def linear_condition(net: LinearTransfer, styles: Sequence[np.ndarray], alpha: float,
+                     context=None) -> list[Conditioning]:
     """One conditioning per style image (uint8 RGB): the style CNN's matrix of its centred features, and their mean."""
     device = next(net.parameters()).device
     conds = []

@@ -53,7 +53,7 @@ class _Bottleneck(nn.Module):
             self.residual_layer = nn.Conv2d(cin, planes * EXPANSION, 1, stride)
         self.conv_block = nn.Sequential(
             _Norm(cin), nn.ReLU(), nn.Conv2d(cin, planes, 1),
-            _Norm(planes), nn.ReLU(), UpsampleConv(planes, planes, 3, 1, 2) if upsample else UpsampleConv(planes, planes, 3, stride),
+            _Norm(planes), nn.ReLU(), UpsampleConv(planes, planes, 3, stride, upsample=2 if upsample else 1),
             _Norm(planes), nn.ReLU(), nn.Conv2d(planes, planes * EXPANSION, 1))
 
     def residual(self, x: Tensor) -> Tensor:
@@ -92,7 +92,8 @@ class MSGNet(Stylizer):
         super().__init__()
         width = ngf * EXPANSION
         encoder = nn.Sequential(UpsampleConv(3, 64, 7), _Norm(64), nn.ReLU(),
-                                _Bottleneck(64, 32, 2, projected=True), _Bottleneck(32 * EXPANSION, ngf, 2, projected=True))
+                                _Bottleneck(64, 32, 2, projected=True),
+                                _Bottleneck(32 * EXPANSION, ngf, 2, projected=True))
         self.model = nn.Sequential(
             encoder, _Inspiration(width), *(_Bottleneck(width, ngf) for _ in range(6)),
             _Bottleneck(width, 32, upsample=True), _Bottleneck(32 * EXPANSION, 16, upsample=True),
@@ -139,7 +140,7 @@ def msgnet_condition(net: MSGNet, styles: Sequence[np.ndarray], alpha: float, co
     conds = []
     for style in styles:
         x = torch.from_numpy(style).permute(2, 0, 1)[None].float().flip(1).to(device)    # BGR 0-255
-        features = drive(net.layer_stages(x, net.encoder()), PerInstance(net)).flatten(2)[0].double()  # [512, positions]
+        features = drive(net.layer_stages(x, net.encoder()), PerInstance(net)).flatten(2)[0].double()  # [512, n]
         gram = features @ features.T / features.numel()
         matrix = net.model[1].weight[0].double() @ gram
         conds.append([(matrix.T.float()[:, :, None, None],)])

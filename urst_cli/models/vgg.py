@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from .base import Conditioning, Stages, Stylizer, run_layers
 
-__all__ = ["AdaIN", "WCT", "encoder_layers", "decoder_layers", "vgg_layers", "VGGStylizer", "WhiteningColouring", "STYLE_SIDE",
-           "adain_condition", "wct_condition", "style_features"]
+__all__ = ["AdaIN", "WCT", "encoder_layers", "decoder_layers", "vgg_layers", "VGGStylizer", "WhiteningColouring",
+           "STYLE_SIDE", "adain_condition", "wct_condition", "style_features"]
 
 STYLE_SIDE = 512  # style images are encoded at this long side (as in the AdaIN and WCT papers' code)
 
@@ -206,7 +206,8 @@ def adain_condition(net: AdaIN, styles: Sequence[np.ndarray], alpha: float, cont
     conds = []
     for f in style_features(net, styles):
         var, mean = torch.var_mean(f, dim=1, correction=0)
-        conds.append([((var + net.eps).sqrt().float()[None], mean.float()[None], torch.tensor([alpha], device=f.device))])
+        std = (var + net.eps).sqrt().float()[None]
+        conds.append([(std, mean.float()[None], torch.tensor([alpha], device=f.device))])
     return conds
 
 
