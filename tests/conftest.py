@@ -150,12 +150,17 @@ def published_sanet_files(folder: Path, seed: int = 0) -> tuple[Path, Path, Path
     out_conv, and a 3x3 ``merge_conv``, all 512 channels), random values."""
     gen = torch.Generator().manual_seed(seed)
     vgg, decoder = published_vgg_files(folder, seed)
-    decoder = decoder.rename(folder / "decoder_iter_500000.pth")
+    state = torch.load(decoder, weights_only=True)
+    last = max((k for k in state if k.endswith(".bias")), key=lambda k: int(k.split(".")[0]))
+    state[last] = torch.full_like(state[last], 0.5)  # random outputs around mid-grey, so that few pixels clip
+    torch.save(state, folder / "decoder_iter_500000.pth")
+    decoder = folder / "decoder_iter_500000.pth"
     transform = {}
     for module in ("sanet4_1", "sanet5_1"):
         for conv in ("f", "g", "h", "out_conv"):
             transform[f"{module}.{conv}.weight"], transform[f"{module}.{conv}.bias"] = _conv(gen, 512, 512, 1, 0.5)
-    transform["merge_conv.weight"], transform["merge_conv.bias"] = _conv(gen, 512, 512, 3)
+    # scaled down so that the random decoder's output stays mostly within [0, 1] (it is 2.1 std at gain 1)
+    transform["merge_conv.weight"], transform["merge_conv.bias"] = _conv(gen, 512, 512, 3, 0.1)
     torch.save(transform, folder / "transformer_iter_500000.pth")
     return vgg, decoder, folder / "transformer_iter_500000.pth"
 
@@ -231,6 +236,7 @@ def published_msgnet_file(path: Path, seed: int = 0) -> Path:
     bottleneck("model.9", 128, 16, up=True)
     norm("model.10", 64)
     conv("model.12.conv2d", 64, 3, 7)
+    state["model.12.conv2d.bias"] = torch.full((3,), 127.5)  # random outputs around mid-grey (0-255 inside)
     torch.save(state, path)
     return path
 

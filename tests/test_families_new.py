@@ -233,7 +233,9 @@ def test_every_family_stylizes_from_the_cli_keeping_the_photos_colours(tmp_path,
         kept = _stylize(tmp_path, small_photo, f"{model}{weights}", "-m", model, "-s", painting, "--preserve-color",
                         "--weights-dir", weights_dir, *(("--weights", weights) if weights else ()))
         chroma = (kept - (kept @ luma)[..., None]) - (photo - (photo @ luma)[..., None])
-        assert kept.shape == photo.shape and np.abs(chroma).max() <= 1.5, model
+        unclipped = ((kept > 0) & (kept < 255)).all(axis=2)  # where the new luma plus the photo's chroma fits
+        assert kept.shape == photo.shape and unclipped.sum() > 1000, model  # random weights saturate many
+        assert np.abs(chroma[unclipped]).max() <= 1.5, model
 
 
 def _unbiased_mvn(feat, eps=1e-5, correction=1):

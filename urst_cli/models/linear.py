@@ -90,6 +90,7 @@ class LinearTransfer(Stylizer):
     covariance_layers = frozenset({1})
     cpu_bfloat16 = True  # the VGG convolutions, as for adain/wct
     max_cpu_patch = 512
+    cpu_whole_pixels = 500_000  # as the VGG models
 
     def __init__(self, variant: str = "r41"):
         super().__init__()

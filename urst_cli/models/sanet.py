@@ -84,7 +84,7 @@ class SANet(Stylizer):
     norm_channels = (512, 512)
     cpu_bfloat16 = True  # its VGG convolutions, as for adain/wct
     max_cpu_patch = 512
-    cpu_whole_pixels = 750_000  # a whole 1 MP pass peaked at 1.02 GiB
+    cpu_whole_pixels = 500_000  # a whole 1 MP pass peaked at 1.02 GiB
 
     def __init__(self):
         super().__init__()

@@ -83,6 +83,7 @@ class VGGStylizer(Stylizer):
     # 704 px windows (8 x overlap) took 1.03 GiB at 4000x3000: the heap keeps the freed half-resolution blocks
     # (<= 32 MiB) while the full-resolution ones (mmap'ed) are live
     max_cpu_patch = 512
+    cpu_whole_pixels = 500_000  # a whole 0.75 MP pass peaked at 0.87 GiB alone, ~1 GiB in a job
 
     def __init__(self):
         super().__init__()
