@@ -65,13 +65,22 @@ def test_models_lists_all_nine_families_and_where_their_weights_come_from(weight
     assert "first photorealistic" in out
 
 
-def test_import_refuses_a_wrong_shape_naming_the_key(tmp_path, weights_dir):
-    path = published_msgnet_file(tmp_path / "21styles.model")
-    state = torch.load(path, weights_only=True)
-    state["model.1.weight"] = torch.zeros(1, 256, 256)
-    torch.save(state, path)
-    proc = run_cli("weights", "import", path, "--model", "msgnet", "--weights-dir", tmp_path / "w")
-    assert proc.returncode == 3 and "model.1.weight (1, 256, 256) (expected (1, 512, 512))" in proc.stderr
+@pytest.mark.parametrize("model,make,key", [
+    ("capvst", lambda folder: published_capvst_file(folder / "photo_image.pt"), "stack.10.conv.1.weight"),
+    ("sanet", lambda folder: published_sanet_files(folder)[2], "sanet5_1.g.weight"),
+    ("linear", lambda folder: published_linear_files(folder, "r31")[2], "compress.weight"),
+    ("msgnet", lambda folder: published_msgnet_file(folder / "21styles.model"), "model.1.weight"),
+])
+def test_import_refuses_a_wrong_shape_naming_the_key(tmp_path, model, make, key):
+    path = make(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint)
+    expected = tuple(state[key].shape)
+    state[key] = torch.zeros(expected[0] + 1, *expected[1:])
+    torch.save(checkpoint, path)
+    name = ("--name", "photorealistic") if model == "capvst" else ()
+    proc = run_cli("weights", "import", path, "--model", model, "--weights-dir", tmp_path / "w", *name)
+    assert proc.returncode == 3 and f"{key} {(expected[0] + 1, *expected[1:])} (expected {expected})" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "w").exists()
 
 
@@ -225,13 +234,14 @@ def test_sanet_refuses_to_mix_styles_in_one_line(tmp_path, small_photo, painting
     assert proc.returncode == 2 and "one --style" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_every_family_stylizes_from_the_cli_keeping_the_photos_colours(tmp_path, small_photo, painting,
-                                                                          weights_dir):
+def test_every_family_stylizes_from_the_cli_at_two_stroke_scales_keeping_the_photos_colours(tmp_path, small_photo,
+                                                                                             painting, weights_dir):
     photo = read_whole(small_photo).astype(np.float64)
     luma = np.array([0.299, 0.587, 0.114])
     for model, weights in FAMILIES:
         kept = _stylize(tmp_path, small_photo, f"{model}{weights}", "-m", model, "-s", painting, "--preserve-color",
-                        "--weights-dir", weights_dir, *(("--weights", weights) if weights else ()))
+                        "--stroke-scale", "2", "--weights-dir", weights_dir,
+                        *(("--weights", weights) if weights else ()))
         chroma = (kept - (kept @ luma)[..., None]) - (photo - (photo @ luma)[..., None])
         unclipped = ((kept > 0) & (kept < 255)).all(axis=2)  # where the new luma plus the photo's chroma fits
         assert kept.shape == photo.shape and unclipped.sum() > 1000, model  # random weights saturate many

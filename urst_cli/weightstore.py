@@ -84,7 +84,8 @@ def import_weights(source: Path, model: str, name: str | None = None, dest_dir: 
         try:
             check_state(part_module(stem), kept, f"{source.name} as {stem}")
         except UrstError as exc:
-            failures.append(str(exc))
+            wrong = sum(tuple(kept[k].shape) != tuple(v.shape) for k, v in expected.items() if k in kept)
+            failures.append((len(kept) - wrong, str(exc)))  # how many of the part's tensors the file has right
             continue
         fits.append((stem, kept))
     # a file that fits several (LinearStyleTransfer's relu4_1 encoder holds the relu3_1 one) is the one it fills most
@@ -94,10 +95,11 @@ def import_weights(source: Path, model: str, name: str | None = None, dest_dir: 
                         f"with --name {'|'.join(spec.variants)}", EXIT_USAGE)
     if not fits:
         stems = [stem for each in names for stem in part_stems(spec, each)]
-        raise UrstError(f"{source.name} fits none of the weight files model '{model}' needs: {failures[0]}"
+        closest = max(failures, key=lambda failure: failure[0])[1]  # what the file was most likely meant to be
+        raise UrstError(f"{source.name} fits none of the weight files model '{model}' needs: {closest}"
                         if len(failures) == 1 else
                         f"{source.name} fits none of the weight files model '{model}' needs "
-                        f"({', '.join(stems)}); as the first: {failures[0]}", EXIT_INPUT)
+                        f"({', '.join(stems)}); closest: {closest}", EXIT_INPUT)
     stem, kept = fits[0]
     dest_dir = dest_dir or user_weights_dir()
     dest = dest_dir / f"{stem}.safetensors"
