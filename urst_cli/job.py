@@ -208,7 +208,7 @@ def use_bfloat16(job: Job, model, device: torch.device) -> bool:
     if job.precision != "auto":
         return job.precision == "bfloat16"
     if device.type == "cuda":
-        return True
+        return not model.float32_only
     # CPUs with native bf16 (AVX512-BF16/AMX) run the heavy VGG convolutions ~25% faster in it
     return model.cpu_bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 

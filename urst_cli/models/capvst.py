@@ -96,6 +96,7 @@ class CapVST(WhiteningColouring, Stylizer):
     receptive_radius = 464  # measured 453 (latent 231): 234 px each way, 30 + 32 blocks
     # covering 464 px of context costs ~25x the model's work in windows that fit 1 GiB; --overlap 472 for exact
     default_context = 64
+    float32_only = True  # the inverse subtracts F(x2) from y1: bf16 rounding of every sum would stay in the image
     cpu_whole_pixels = 500_000  # a whole 1 MP pass (encoder to the latent) peaked at 1.00 GiB
 
     def __init__(self, variant: str = "photorealistic"):
