@@ -15,8 +15,9 @@ import torch
 
 from urst_cli.engine import Runner, TilePlan
 from urst_cli.job import Job, conditioning, load_model
-from urst_cli.models import PerInstance, mix, pad_to_valid
-from urst_cli.models.vgg import WCT
+from urst_cli.models import PerInstance, collect, mix, pad_to_valid
+from urst_cli.models.base import run_layers
+from urst_cli.models.vgg import WCT, AdaIN, encoder_layers
 from urst_cli.reader import read_whole
 from urst_cli.stats import whole_stats
 from urst_cli.writer import OutputSpec
@@ -50,8 +51,10 @@ def test_import_lists_every_file_with_size_and_hash(weights_dir):
         line = next(line for line in out.splitlines() if line.startswith(stem))
         sha = [w for w in line.split() if len(w) == 64]
         assert sha and (weights_dir / f"{stem}.safetensors").is_file()
-    models = run_cli("models", "--weights-dir", weights_dir, check=True).stdout
-    assert "MISSING" not in models
+    models = run_cli("models", "--weights-dir", weights_dir, check=True).stdout.split("\n")
+    for family in ("adain", "wct", "johnson"):
+        entry = models[next(i for i, line in enumerate(models) if line.startswith(family + " ")) + 1]
+        assert "installed" in entry and "MISSING" not in entry, entry
 
 
 @pytest.mark.parametrize("model,options", [("adain", {}), ("wct", {}), ("wct", {"transform": "cwct"}),
@@ -103,7 +106,7 @@ def test_alpha_zero_decodes_the_unchanged_content_features(small_photo, painting
     net = runner.model
     x = pad_to_valid(runner.to_tensor(read_whole(small_photo)[None]), net)
     with torch.inference_mode():
-        expected = net.decoder(net.encoder(x))
+        expected = net.decode(net.encode(x))
     torch.testing.assert_close(runner(x, PerInstance(net)), expected, atol=1e-4, rtol=1e-4)
 
 
@@ -195,3 +198,31 @@ def test_missing_weights_say_which_file_and_how_to_import(tmp_path, small_photo,
     assert proc.returncode != 0 and not (tmp_path / "o.tif").exists()
     assert "vgg_normalised.safetensors" in proc.stderr and "urst weights import" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_vgg_layer_lists_run_without_their_reflection_pad_modules():
+    """Under CPU bf16 autocast nn.ReflectionPad2d pads in float32 (two extra copies of every activation: +260
+    MiB in a 704 px VGG window); the layer lists are run with urst's padding, in the activations' dtype."""
+    layers = encoder_layers()
+    called = []
+    for module in layers:
+        if isinstance(module, torch.nn.ReflectionPad2d):
+            module.register_forward_hook(lambda *args: called.append(args[0]))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = run_layers(layers, torch.rand(1, 3, 32, 32))
+        assert torch.nn.ReflectionPad2d(1)(out).dtype == torch.float32  # why the modules are not called
+    assert out.dtype == torch.bfloat16 and not called
+
+
+def test_statistics_passes_end_at_the_last_norm_layer():
+    """Nothing after the last norm layer changes the statistics: sampled crops and whole-image passes are not
+    decoded, and each is dropped once its moments are added."""
+    net = AdaIN().eval()
+    decoded = []
+    net.decoder[-1].register_forward_hook(lambda *args: decoded.append(1))
+    cond = [(torch.ones(1, 512), torch.zeros(1, 512), torch.ones(1))]
+    with torch.inference_mode():
+        stats = collect([net.stages(torch.rand(1, 3, 64, 64), cond) for _ in range(3)], [None] * 3, 64, net)
+        assert len(stats) == 1 and not decoded
+        net(torch.rand(1, 3, 64, 64), cond, PerInstance(net))
+    assert decoded  # the hook does see the decoder when the network runs to its end

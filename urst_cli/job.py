@@ -23,7 +23,7 @@ from . import __version__
 from .engine import Runner, TilePlan, batch_for_memory, stylize_rows
 from .timing import Stopwatch
 from .errors import EXIT_USAGE, UrstError, raise_if_stopped
-from .heap import reuse_freed_blocks
+from .heap import reuse_freed_blocks, trim_heap
 from .models import (NUM_PRESETS, NormStats, PREDICTOR_SIZE, Stylizer, get_spec, load_parts, load_weights, mix,
                      valid_size)
 from .multiscale import (COARSE_SAMPLE_SIZE, LEVELS_SUFFIX, Level, LevelFiles, LevelSource, build_photo_pyramid,
@@ -123,11 +123,14 @@ def _round_up(n: int, multiple: int) -> int:
 def make_plan(job: Job, runner: Runner) -> TilePlan:
     model, device = runner.model, runner.device
     m = model.pad_multiple
-    overlap = job.overlap if job.overlap is not None else _round_up(model.receptive_radius + FEATHER // 2, m)
+    context = model.default_context or model.receptive_radius
+    overlap = job.overlap if job.overlap is not None else _round_up(context + FEATHER // 2, m)
     # measured on 2 CPU cores: 512 beats 1024 (2.0 vs 1.7 MP/s, cache-friendlier) despite more overlap
     patch = job.patch_size or (512 if device.type == "cpu" else 1024)
     if job.patch_size is None:
         patch = max(patch, _round_up(8 * overlap, m))  # wide-context models: keep 3/4 of each side as core
+        if device.type == "cpu" and model.max_cpu_patch:  # ...unless wider windows break the 1 GiB budget
+            patch = max(min(patch, model.max_cpu_patch), _round_up(2 * overlap + 64, m))
     feather = min(FEATHER, 2 * (overlap // 2))
     if overlap < 0 or overlap % m:
         raise UrstError(f"--overlap {overlap}: must be a non-negative multiple of {m} for this model", EXIT_USAGE)
@@ -216,6 +219,8 @@ def conditioning(job: Job, model, device: torch.device, context: _StyleContext |
         raise UrstError(f"--alpha {job.alpha}: must be between 0 and 1", EXIT_USAGE)
     if job.alpha != 1 and not spec.strength:
         raise UrstError(f"--alpha does not apply to model '{spec.name}'", EXIT_USAGE)
+    if len(styles) > 1 and not spec.mixable:
+        raise UrstError(f"model '{spec.name}' takes one --style (its styles do not mix)", EXIT_USAGE)
     weights = job.style_weights or [1.0] * len(styles)
     if len(weights) != len(styles):
         raise UrstError(f"--style-weights: {len(weights)} weights for {len(styles)} styles", EXIT_USAGE)
@@ -223,7 +228,9 @@ def conditioning(job: Job, model, device: torch.device, context: _StyleContext |
         raise UrstError("--style-weights must be non-negative and not all zero", EXIT_USAGE)
     with torch.inference_mode():
         context = context or _StyleContext(job.weights_dir, device, job.input)
-        return mix(spec.condition(model, styles, job.alpha, context), weights)
+        cond = mix(spec.condition(model, styles, job.alpha, context), weights)
+    trim_heap()  # the style networks' activations: ~140 MiB of free heap that windows would not reuse
+    return cond
 
 
 def use_bfloat16(job: Job, model, device: torch.device) -> bool:
@@ -232,7 +239,7 @@ def use_bfloat16(job: Job, model, device: torch.device) -> bool:
     if job.precision != "auto":
         return job.precision == "bfloat16"
     if device.type == "cuda":
-        return True
+        return not model.float32_only
     # CPUs with native bf16 (AVX512-BF16/AMX) run the heavy VGG convolutions ~25% faster in it
     return model.cpu_bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
@@ -241,8 +248,9 @@ def load_model(job: Job, device: torch.device):
     spec = get_spec(job.model)
     if spec.named_weights and not job.weights:
         raise UrstError(f"model '{spec.name}' needs --weights NAME (see `urst weights list`)", EXIT_USAGE)
-    if job.weights and not spec.named_weights:
-        raise UrstError(f"--weights applies to per-style models only, not '{spec.name}'", EXIT_USAGE)
+    if job.weights and not (spec.named_weights or spec.variants):
+        raise UrstError(f"--weights applies to per-style models and models with variants only, not '{spec.name}'",
+                        EXIT_USAGE)
     return load_parts(spec, device, job.weights, job.weights_dir, model_options(job))
 
 
@@ -320,7 +328,7 @@ def whole_pass_limit(runner: Runner, plan: TilePlan) -> int:
     if runner.device.type == "cuda":  # it holds one forward's activations: what a window costs per pixel
         return int(GPU_BUDGET / (runner.patch_bytes(plan.patch) / plan.patch**2))
     # ~230 bytes per pixel for magenta on CPU: beyond 1 MP it would break the 1 GiB that streaming keeps
-    return 1_000_000
+    return runner.model.cpu_whole_pixels
 
 
 def compute_stats(job: Job, runner: Runner, plan: TilePlan, source: ImageSource, open_reader,

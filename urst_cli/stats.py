@@ -18,7 +18,7 @@ Each estimator returns a ``NormStats`` that the engine replays on every patch:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -118,6 +118,9 @@ def sampled_stats(runner: Runner, open_reader: Callable[[], BandReader], spec: S
     layer pools over all crops while memory holds only their paused activations and one
     crop's working set.
     """
+    if runner.model.sample_crop is not None:  # wide full-resolution activations: 16 paused crops must stay small
+        size, context = runner.model.sample_crop
+        spec = replace(spec, size=min(spec.size, size), context=context)
     reader = open_reader()
     boxes = sample_boxes(reader.padded_width, reader.padded_height, spec)
     crops = read_crops(reader, [outer for outer, _ in boxes])

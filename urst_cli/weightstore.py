@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_USAGE, UrstError
-from .models import REGISTRY, check_state, get_spec, packaged_weights_dir, part_module, part_stems, user_weights_dir
+from .models import (REGISTRY, check_state, get_spec, packaged_weights_dir, part_module, part_stems, user_weights_dir,
+                     variant)
 
 __all__ = ["import_weights", "list_weights", "InstalledWeights"]
 
@@ -59,38 +60,58 @@ def _sha256(path: Path) -> str:
 
 
 def import_weights(source: Path, model: str, name: str | None = None, dest_dir: Path | None = None) -> Path:
-    """Convert ``source`` into the safetensors file of the ``model`` part it fits; return the written path."""
+    """Convert ``source`` into the safetensors file of the ``model`` part it fits; return the written path.
+
+    Of the files a source fits, the one it fills with the most tensors wins; variants of one network that
+    share every key and shape (CAP-VSTNet's two checkpoints) cannot be told apart: then ``name`` says which.
+    """
     from safetensors.torch import save_file
 
     spec = get_spec(model)
-    if name is not None and not spec.named_weights:
-        raise UrstError(f"--name applies to per-style models only, not '{model}'", EXIT_USAGE)
+    if name is not None and not (spec.named_weights or spec.variants):
+        raise UrstError(f"--name applies to per-style models and models with variants only, not '{model}'",
+                        EXIT_USAGE)
+    if spec.variants:
+        names = (variant(spec, name),) if name is not None else spec.variants
+    else:
+        names = ((name or source.stem) if spec.named_weights else None,)
     state = _read_state(source)
-    failures = []
-    for stem in part_stems(spec, (name or source.stem) if spec.named_weights else None):
+    fits, failures = [], []
+    for stem in (stem for each in names for stem in part_stems(spec, each)):
         expected = part_module(stem).state_dict()
         # published files may hold more (the VGG file goes on to relu5_4; old Johnson files keep running stats)
         kept = {k: v.detach().float().contiguous() for k, v in state.items() if k in expected}
         try:
             check_state(part_module(stem), kept, f"{source.name} as {stem}")
         except UrstError as exc:
-            failures.append(str(exc))
+            wrong = sum(tuple(kept[k].shape) != tuple(v.shape) for k, v in expected.items() if k in kept)
+            failures.append((len(kept) - wrong, str(exc)))  # how many of the part's tensors the file has right
             continue
-        dest_dir = dest_dir or user_weights_dir()
-        dest = dest_dir / f"{stem}.safetensors"
-        partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-        try:
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            save_file(kept, str(partial), metadata={"source": source.name, "source_sha256": _sha256(source)})
-            os.replace(partial, dest)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise UrstError(f"cannot write to {dest_dir}: {exc.strerror or exc}", EXIT_OUTPUT) from None
-        return dest
-    raise UrstError(f"{source.name} fits none of the weight files model '{model}' needs: {failures[0]}"
-                    if len(failures) == 1 else
-                    f"{source.name} fits none of the weight files model '{model}' needs "
-                    f"({', '.join(part_stems(spec, name))}); as the first: {failures[0]}", EXIT_INPUT)
+        fits.append((stem, kept))
+    # a file that fits several (LinearStyleTransfer's relu4_1 encoder holds the relu3_1 one) is the one it fills most
+    fits = [fit for fit in fits if len(fit[1]) == max((len(kept) for _, kept in fits), default=0)]
+    if len(fits) > 1:
+        raise UrstError(f"{source.name} fits {' and '.join(stem for stem, _ in fits)} alike: say which it is "
+                        f"with --name {'|'.join(spec.variants)}", EXIT_USAGE)
+    if not fits:
+        stems = [stem for each in names for stem in part_stems(spec, each)]
+        closest = max(failures, key=lambda failure: failure[0])[1]  # what the file was most likely meant to be
+        raise UrstError(f"{source.name} fits none of the weight files model '{model}' needs: {closest}"
+                        if len(failures) == 1 else
+                        f"{source.name} fits none of the weight files model '{model}' needs "
+                        f"({', '.join(stems)}); closest: {closest}", EXIT_INPUT)
+    stem, kept = fits[0]
+    dest_dir = dest_dir or user_weights_dir()
+    dest = dest_dir / f"{stem}.safetensors"
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        save_file(kept, str(partial), metadata={"source": source.name, "source_sha256": _sha256(source)})
+        os.replace(partial, dest)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise UrstError(f"cannot write to {dest_dir}: {exc.strerror or exc}", EXIT_OUTPUT) from None
+    return dest
 
 
 @dataclass(frozen=True)
@@ -107,7 +128,11 @@ def _models_using(stem: str) -> tuple[str, ...]:
     users = []
     for spec in REGISTRY.values():
         for pattern in spec.parts:
-            if pattern == stem or ("{name}" in pattern and stem.startswith(pattern.split("{name}")[0])):
+            if spec.variants:
+                used = any(pattern.format(name=variant) == stem for variant in spec.variants)
+            else:
+                used = pattern == stem or ("{name}" in pattern and stem.startswith(pattern.split("{name}")[0]))
+            if used:
                 users.append(spec.name)
     return tuple(users) or (("magenta",) if stem == "magenta_predictor" else ())
 

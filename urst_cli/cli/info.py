@@ -19,7 +19,7 @@ def info(
     files: list[str] = typer.Argument(..., help="Images to describe; - reads one from stdin."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout (JSON Lines)."),
     model: str = typer.Option("magenta", "--model", "-m", help="The model whose tiling and memory to estimate."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Per-style model weights (model johnson)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Which weights (as for stylize)."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="The device to plan for (on CUDA the "
                                         "GPU memory of a batch is measured)."),

@@ -13,7 +13,7 @@ __all__ = ["list_models"]
 def list_models(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory.")
                 ) -> None:
     """List the models, what style each takes, the weights each needs and whether they are installed."""
-    from ..models import REGISTRY, find_weights, part_stems
+    from ..models import REGISTRY, missing_parts
     from ..weightstore import list_weights
 
     installed = {w.stem for w in list_weights(weights_dir)}
@@ -22,6 +22,10 @@ def list_models(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir"
             names = sorted(s for s in installed if s.startswith(next(iter(spec.parts)).split("{name}")[0]))
             state = f"installed: {', '.join(names)}" if names else "MISSING"
         else:
-            missing = [stem for stem in part_stems(spec) if find_weights(stem, weights_dir) is None]
-            state = "installed" if not missing else f"MISSING {', '.join(s + '.safetensors' for s in missing)}"
+            states = []
+            for name in spec.variants or (None,):
+                missing = missing_parts(spec, name, weights_dir)
+                found = "installed" if not missing else f"MISSING {', '.join(missing)}"
+                states.append(f"{name} {found}" if name else found)
+            state = "; ".join(states)
         typer.echo(f"{spec.name:<13} {spec.summary}\n{'':<13} weights: {state} (from {spec.source})")

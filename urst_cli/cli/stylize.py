@@ -56,8 +56,9 @@ def stylize(
                                 rich_help_panel=STYLE),
     preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the photo's colours: only the "
                                         "stylized luminance is used (any model).", rich_help_panel=STYLE),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Per-style model weights: an imported name "
-                                          "(urst weights list) (model johnson).", rich_help_panel=STYLE),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Which weights: an imported name for johnson "
+                                          "(urst weights list); photorealistic|artistic for capvst, r41|r31 for "
+                                          "linear.", rich_help_panel=STYLE),
     transform: Optional[str] = typer.Option(None, "--transform", help="WCT transform: svd (default) or cwct "
                                             "(Cholesky, CAP-VSTNet).", rich_help_panel=STYLE),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory "

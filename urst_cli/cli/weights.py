@@ -21,7 +21,7 @@ def weights_import(
     file: Path = typer.Argument(..., help="A .pth state dict (or .safetensors), e.g. vgg_normalised.pth."),
     model: str = typer.Option(..., "--model", "-m", help="The model it belongs to (see `urst models`)."),
     name: Optional[str] = typer.Option(None, "--name", help="Per-style models: the name to use with --weights "
-                                       "(default: the file's stem)."),
+                                       "(default: the file's stem); capvst: photorealistic or artistic."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Where to store it "
                                                "(default $URST_WEIGHTS, else ~/.cache/urst/weights)."),
 ) -> None:

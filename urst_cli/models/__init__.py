@@ -14,19 +14,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UrstError
+from ..errors import EXIT_USAGE, UrstError
 from .base import Conditioning, Stylizer, mix, pad_to_valid, valid_size, zero_padded_copy
+from .capvst import CapVST, capvst_condition
 from .johnson import TransformerNet, johnson_condition
+from .linear import LinearTransfer, linear_condition
 from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer, magenta_condition
+from .msgnet import STYLE_SIZE as MSGNET_STYLE_SIZE, MSGNet, msgnet_condition
 from .multistyle import NUM_PRESETS, MultiStyleTransformer, preset_condition
 from .norm import Box, NormLayers, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy, collect
-from .vgg import STYLE_SIDE, WCT, AdaIN, adain_condition, decoder_layers, encoder_layers, wct_condition
+from .sanet import SANet, sanet_condition
+from .vgg import STYLE_SIDE, WCT, AdaIN, adain_condition, wct_condition
 
 __all__ = [
     "ModelSpec", "REGISTRY", "AUXILIARY", "get_spec", "load_parts", "load_weights", "check_state", "part_module",
-    "part_stems", "packaged_weights_dir", "user_weights_dir", "find_weights", "Stylizer", "Conditioning", "mix",
-    "NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "collect", "Box",
-    "pad_to_valid", "valid_size", "zero_padded_copy", "PREDICTOR_SIZE", "NUM_PRESETS",
+    "part_stems", "variant", "missing_parts", "packaged_weights_dir", "user_weights_dir", "find_weights", "Stylizer",
+    "Conditioning", "mix", "NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone",
+    "collect", "Box", "pad_to_valid", "valid_size", "zero_padded_copy", "PREDICTOR_SIZE", "NUM_PRESETS",
 ]
 
 
@@ -51,6 +55,10 @@ class ModelSpec:
     strength: bool = True                         # --alpha means something for it
     source: str = "shipped with urst"             # where a user gets the weights
     named_weights: bool = False                   # one weight file per style: --weights NAME picks it
+    # published variants of one network, each its own files ("{name}" in parts) and built as
+    # build(variant=NAME): --weights NAME picks one, the first by default
+    variants: tuple[str, ...] = ()
+    mixable: bool = True                          # several styles mix as a weighted sum of conditionings
 
 
 _VGG_PARTS = {"vgg_normalised": "encoder", "vgg_decoder": "decoder"}
@@ -70,12 +78,31 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("johnson", "Johnson per-style network (PyTorch fast_neural_style .pth; --weights NAME)", "none",
                   {"johnson-{name}": ""}, TransformerNet, johnson_condition, strength=False,
                   source="a fast_neural_style .pth: urst weights import FILE --model johnson", named_weights=True),
+        ModelSpec("capvst", "CAP-VSTNet: reversible network, cWCT on its latent (--weights photorealistic: urst's "
+                  "first photorealistic option, keeps the photo's structure; --weights artistic)", "image",
+                  {"capvst_{name}": ""}, CapVST, capvst_condition, STYLE_SIDE,
+                  source="photo_image.pt / art_image.pt of linfengWen98/CAP-VSTNet: urst weights import "
+                         "photo_image.pt --model capvst --name photorealistic (art_image.pt: --name artistic)",
+                  variants=("photorealistic", "artistic")),
+        ModelSpec("sanet", "SANet: style attention at relu4_1 and relu5_1 on the VGG-19 encoder (one --style)",
+                  "image", {"vgg_normalised_relu5_1": "encoder", "sanet_decoder": "decoder",
+                            "sanet_transformer": "transform"}, SANet, sanet_condition, STYLE_SIDE, strength=False,
+                  source="vgg_normalised.pth + decoder_iter_500000.pth + transformer_iter_500000.pth of "
+                         "GlebSBrykin/SANET: urst weights import FILE --model sanet", mixable=False),
+        ModelSpec("linear", "Linear style transfer: learned transformation matrix at relu4_1 (--weights r41) or "
+                  "relu3_1 (r31)", "image", {"linear_vgg_{name}": "encoder", "linear_decoder_{name}": "decoder",
+                                              "linear_matrix_{name}": "matrix"}, LinearTransfer, linear_condition,
+                  STYLE_SIDE, strength=False,
+                  source="vgg_r41.pth + dec_r41.pth + r41.pth (or the r31 ones) of sunshineatnoon/"
+                         "LinearStyleTransfer: urst weights import FILE --model linear", variants=("r41", "r31")),
+        ModelSpec("msgnet", "MSG-Net: CoMatch layer with the style's Gram matrix (any painting as --style)", "image",
+                  {"msgnet": ""}, MSGNet, msgnet_condition, MSGNET_STYLE_SIZE, True, strength=False,
+                  source="21styles.model of zhanghang1989/PyTorch-Multi-Style-Transfer: urst weights import "
+                         "21styles.model --model msgnet"),
     )
 }
-# weight files of networks that are not whole stylizers; each builds the module its file fills
-AUXILIARY: dict[str, Callable[[], nn.Module]] = {
-    "magenta_predictor": StylePredictor, "vgg_normalised": encoder_layers, "vgg_decoder": decoder_layers,
-}
+# weight files of networks that are not part of a stylizer; each builds the module its file fills
+AUXILIARY: dict[str, Callable[[], nn.Module]] = {"magenta_predictor": StylePredictor}
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -107,9 +134,28 @@ def find_weights(stem: str, user_dir: Path | None = None) -> Path | None:
     return None
 
 
+def variant(spec: ModelSpec, name: str | None = None) -> str | None:
+    """For a model with variants, the one ``name`` picks (the first if None), checked; otherwise ``name``."""
+    if not spec.variants:
+        return name
+    if name is not None and name not in spec.variants:
+        raise UrstError(f"--weights {name}: model '{spec.name}' has {' and '.join(spec.variants)}", EXIT_USAGE)
+    return name or spec.variants[0]
+
+
 def part_stems(spec: ModelSpec, name: str | None = None) -> dict[str, str]:
-    """The weight file stems a model needs (a per-style model's stem includes the style's name)."""
+    """The weight file stems a model needs (a per-style model's stem includes the style's name, a variant's its own)."""
+    name = variant(spec, name)
     return {stem.format(name=name or "NAME"): attr for stem, attr in spec.parts.items()}
+
+
+def missing_parts(spec: ModelSpec, name: str | None = None, user_dir: Path | None = None) -> list[str]:
+    """The weight files a model (variant) needs that are installed nowhere."""
+    return [f"{stem}.safetensors" for stem in part_stems(spec, name) if find_weights(stem, user_dir) is None]
+
+
+def _build(spec: ModelSpec, name: str | None, options: dict | None = None) -> Stylizer:
+    return spec.build(**(options or {}), **({"variant": name} if spec.variants else {}))
 
 
 def part_module(stem: str) -> nn.Module:
@@ -117,9 +163,13 @@ def part_module(stem: str) -> nn.Module:
     if stem in AUXILIARY:
         return AUXILIARY[stem]()
     for spec in REGISTRY.values():
-        for pattern, attr in spec.parts.items():
-            if attr == "" and (pattern == stem or "{name}" in pattern and stem.startswith(pattern.split("{")[0])):
-                return spec.build()
+        for name in spec.variants or (None,):
+            for pattern, attr in spec.parts.items():
+                fits = pattern.format(name=name) == stem if spec.variants else \
+                    pattern == stem or "{name}" in pattern and stem.startswith(pattern.split("{")[0])
+                if fits:
+                    net = _build(spec, name)
+                    return net.get_submodule(attr) if attr else net
     raise KeyError(stem)
 
 
@@ -154,8 +204,9 @@ def _load_file(stem: str, user_dir: Path | None, hint: str) -> dict:
 
 def load_parts(spec: ModelSpec, device: torch.device, name: str | None = None, user_dir: Path | None = None,
                options: dict | None = None) -> Stylizer:
-    """Build ``spec``'s network and fill it from its weight files (user directory first, then shipped)."""
-    net = spec.build(**(options or {}))
+    """Build ``spec``'s network (variant ``name``) and fill it from its weight files (user directory first, then
+    shipped)."""
+    net = _build(spec, variant(spec, name), options)
     for stem, attr in part_stems(spec, name).items():
         state = _load_file(stem, user_dir, f"needs {stem}.safetensors, from {spec.source}")
         target = net.get_submodule(attr) if attr else net

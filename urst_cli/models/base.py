@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from .norm import StatsPolicy
 
-__all__ = ["Stylizer", "ResidualStylizer", "Conditioning", "Stages", "ReflectConv", "padded_conv", "zero_padded_copy",
-           "reflect_pad", "mix", "pad_to_valid", "valid_size"]
+__all__ = ["Stylizer", "ResidualStylizer", "drive", "Conditioning", "Stages", "ReflectConv", "UpsampleConv",
+           "padded_conv", "zero_padded_copy", "reflect_pad", "run_layers", "mix", "pad_to_valid", "valid_size"]
 
 # Per norm layer, the tensors a style sets (for conditional IN: gamma and beta, each [1, C]). Every
 # family applies them linearly, so a weighted sum of conditionings is an interpolation of styles.
@@ -34,6 +34,14 @@ class Stylizer(nn.Module):
       covariance_layers: layers that whiten by the channel covariance (``finish`` turns it into a transform).
       eps:              the instance-norm epsilon.
       cpu_bfloat16:     run under bf16 autocast on CPUs with native bf16 by default (measured faster).
+      float32_only:     never bf16 by default, not even on CUDA (CAP-VSTNet's inverse undoes each block
+                        exactly only in float32: bf16 rounding of y1 = x1 + F(x2) is not undone).
+      max_cpu_patch:    cap on the default CPU window side, where wider windows would break the 1 GiB budget.
+      default_context:  context per side the default overlap covers where covering the receptive radius
+                        would multiply the work (capvst); tiled output then only approximates the whole image's.
+      sample_crop:      smaller sampled-statistics crops (interior, context) for networks whose activations
+                        at full resolution are so wide that 16 paused 512 px crops would break 1 GiB.
+      cpu_whole_pixels: the largest image whose whole-image statistics pass stays under 1 GiB (measured).
     """
 
     receptive_radius: int
@@ -43,6 +51,11 @@ class Stylizer(nn.Module):
     covariance_layers: frozenset[int] = frozenset()
     eps: float = 1e-5
     cpu_bfloat16: bool = False  # bf16 autocast measured faster on CPU for this network
+    float32_only: bool = False  # --precision auto keeps float32 on CUDA too (bf16 would break the network)
+    max_cpu_patch: int | None = None  # the largest default CPU window that keeps a job under 1 GiB (measured)
+    default_context: int | None = None  # what the default overlap covers, if not the whole receptive radius
+    sample_crop: tuple[int, int] | None = None  # (interior, context) of --stats sampled crops, if not 384 and 64
+    cpu_whole_pixels: int = 1_000_000  # --stats auto: one whole-image statistics pass on CPU up to this size
 
     def stages(self, x: Tensor, cond: Conditioning) -> Stages:  # pragma: no cover
         """The network, written once, pausing at each norm layer for its statistics."""
@@ -54,13 +67,13 @@ class Stylizer(nn.Module):
 
     def forward(self, x: Tensor, cond: Conditioning, stats: StatsPolicy) -> Tensor:
         """Run the whole network, each norm layer normalised with what ``stats`` says."""
-        stages = self.stages(x, cond)
-        index, h = next(stages)
-        while True:
-            try:
-                index, h = stages.send(stats(index, h))
-            except StopIteration as done:
-                return done.value
+        return drive(self.stages(x, cond), stats)
+
+    def normalise(self, x: Tensor, stats: tuple[Tensor, Tensor]) -> Tensor:
+        """Instance norm without affine parameters, by the given (mean, var) (float32), in place."""
+        mean, var = stats
+        scale = torch.rsqrt(var + self.eps)
+        return x.mul_(scale.to(x.dtype)).sub_((mean * scale).to(x.dtype))
 
     def affine(self, x: Tensor, index: int, cond: Conditioning, stats: tuple[Tensor, Tensor]) -> Tensor:
         """Normalise with the given (mean, var) (float32, any broadcastable shape), then the style's scale/shift.
@@ -72,6 +85,16 @@ class Stylizer(nn.Module):
         scale = gamma.float()[:, :, None, None] * torch.rsqrt(var + self.eps)
         shift = beta.float()[:, :, None, None] - mean * scale
         return x.mul_(scale.to(x.dtype)).add_(shift.to(x.dtype))
+
+
+def drive(stages: Stages, stats: StatsPolicy):
+    """Run a stages generator to its end, answering each norm layer with ``stats``; its return value."""
+    try:
+        index, h = next(stages)
+        while True:
+            index, h = stages.send(stats(index, h))
+    except StopIteration as done:
+        return done.value
 
 
 class ResidualStylizer(Stylizer):
@@ -111,6 +134,23 @@ class ReflectConv(nn.Module):
         return padded_conv(self.conv, x, self.pad, self.reflect)
 
 
+class UpsampleConv(nn.Module):
+    """``ConvLayer``/``UpsampleConvLayer`` of PyTorch's fast_neural_style and MSG-Net: optional nearest upsampling,
+    reflect pad, convolution (weights under ``conv2d``, as they key them)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, upsample: int = 1):
+        super().__init__()
+        self.upsample = upsample
+        self.conv2d = nn.Conv2d(cin, cout, kernel, stride)
+        self.pad = kernel // 2
+        self.reflect = True  # False only on a zero_padded_copy
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.upsample > 1:
+            x = F.interpolate(x, scale_factor=float(self.upsample), mode="nearest")
+        return padded_conv(self.conv2d, x, self.pad, self.reflect)
+
+
 def padded_conv(conv: nn.Conv2d, x: Tensor, pad: int, reflect: bool) -> Tensor:
     """``conv`` over x padded by ``pad`` per side: mirrored (as trained), or zeros, which the convolution
     adds itself at no cost."""
@@ -119,9 +159,32 @@ def padded_conv(conv: nn.Conv2d, x: Tensor, pad: int, reflect: bool) -> Tensor:
     return F.conv2d(x, conv.weight, conv.bias, conv.stride, pad)
 
 
+def run_layers(layers: nn.Module, x: Tensor, reflect: bool = True) -> Tensor:
+    """A published layer list (reflection pads, convolutions, ReLUs, pooling, upsampling: children in forward
+    order) run with urst's padding: mirrored by slice copies in x's dtype, or, with ``reflect`` False, zeros
+    that the convolution adds itself (windows inside the image, see ``zero_padded_copy``).
+
+    Calling the list's own ``nn.ReflectionPad2d`` under bf16 autocast would pad in float32 (autocast lists
+    reflection padding as a float32 op) and cast back for the convolution: two extra copies of every
+    activation, +260 MiB in a 704 px VGG window.
+    """
+    pad = 0
+    for layer in layers.children():
+        if isinstance(layer, nn.ReflectionPad2d):
+            pad = layer.padding[0]
+        elif isinstance(layer, nn.Conv2d):
+            x = padded_conv(layer, x, pad, reflect)
+            pad = 0
+        elif isinstance(layer, nn.ReLU):
+            x = F.relu_(x)
+        else:
+            x = layer(x)
+    return x
+
+
 def zero_padded_copy(model: Stylizer) -> Stylizer | None:
-    """``model`` sharing its weights, with every convolution that has a ``reflect`` flag padding with zeros
-    instead; None if it has none (the VGG families pad in their trained layer lists).
+    """``model`` sharing its weights, with every module that has a ``reflect`` flag padding its convolutions
+    with zeros instead; None if it has none.
 
     What a convolution pads with changes outputs only within the receptive radius of a window's edge. At a
     window edge inside the image, with at least that much context, blending keeps none of those pixels, so

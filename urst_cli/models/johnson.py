@@ -14,25 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Conditioning, Stages, Stylizer, padded_conv
+from .base import Conditioning, Stages, Stylizer, UpsampleConv
 
 __all__ = ["TransformerNet", "johnson_condition"]
-
-
-class _Conv(nn.Module):
-    """ConvLayer / UpsampleConvLayer of the example: optional nearest upsampling, reflect pad, convolution."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, upsample: int = 1):
-        super().__init__()
-        self.upsample = upsample
-        self.conv2d = nn.Conv2d(cin, cout, kernel, stride)
-        self.pad = kernel // 2
-        self.reflect = True  # False only on a zero_padded_copy
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.upsample > 1:
-            x = F.interpolate(x, scale_factor=float(self.upsample), mode="nearest")
-        return padded_conv(self.conv2d, x, self.pad, self.reflect)
 
 
 class _Affine(nn.Module):
@@ -47,8 +31,8 @@ class _Affine(nn.Module):
 class _Residual(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.conv1, self.in1 = _Conv(channels, channels, 3), _Affine(channels)
-        self.conv2, self.in2 = _Conv(channels, channels, 3), _Affine(channels)
+        self.conv1, self.in1 = UpsampleConv(channels, channels, 3), _Affine(channels)
+        self.conv2, self.in2 = UpsampleConv(channels, channels, 3), _Affine(channels)
 
 
 class TransformerNet(Stylizer):
@@ -61,14 +45,14 @@ class TransformerNet(Stylizer):
 
     def __init__(self):
         super().__init__()
-        self.conv1, self.in1 = _Conv(3, 32, 9), _Affine(32)
-        self.conv2, self.in2 = _Conv(32, 64, 3, 2), _Affine(64)
-        self.conv3, self.in3 = _Conv(64, 128, 3, 2), _Affine(128)
+        self.conv1, self.in1 = UpsampleConv(3, 32, 9), _Affine(32)
+        self.conv2, self.in2 = UpsampleConv(32, 64, 3, 2), _Affine(64)
+        self.conv3, self.in3 = UpsampleConv(64, 128, 3, 2), _Affine(128)
         for i in range(1, 6):
             self.add_module(f"res{i}", _Residual(128))
-        self.deconv1, self.in4 = _Conv(128, 64, 3, upsample=2), _Affine(64)
-        self.deconv2, self.in5 = _Conv(64, 32, 3, upsample=2), _Affine(32)
-        self.deconv3 = _Conv(32, 3, 9)
+        self.deconv1, self.in4 = UpsampleConv(128, 64, 3, upsample=2), _Affine(64)
+        self.deconv2, self.in5 = UpsampleConv(64, 32, 3, upsample=2), _Affine(32)
+        self.deconv3 = UpsampleConv(32, 3, 9)
 
     def norms(self) -> list[_Affine]:
         blocks = [getattr(self, f"res{i}") for i in range(1, 6)]

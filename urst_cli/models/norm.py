@@ -15,7 +15,8 @@ on the layers:
 - ``collect``: drive several passes in lockstep (crops, or chunks of crops) and answer
   each layer with moments pooled over all of them, recording them as a ``NormStats``.
   Each pass holds only its current activations between layers, so a large sample costs
-  the memory of its paused activations plus one chunk's working set.
+  the memory of its paused activations plus one chunk's working set; passes end at the
+  last norm layer, where none needs to wait for the others.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "Moments",
-           "channel_var_mean", "collect", "Box"]
+           "channel_var_mean", "channel_covariance", "collect", "Box"]
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in full-resolution pixels of one batch item
 
@@ -79,6 +80,19 @@ def channel_var_mean(x: Tensor) -> tuple[Tensor, Tensor]:
     return m2 / n, mean
 
 
+def channel_covariance(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean [C], sum of centred outer products [C, C]) of one item [C, h, w], in float64, the deviations
+    made a chunk of positions at a time: a float64 copy of a full-resolution 32-channel layer would be
+    256 bytes per pixel."""
+    flat = x.reshape(x.shape[0], -1)  # a view, channels-last or not
+    mean = flat.sum(dim=1, dtype=torch.float64) / flat.shape[1]
+    m2 = torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64, device=x.device)
+    for part in flat.split(max(1, CHUNK_ELEMENTS // x.shape[0]), dim=1):
+        deviations = part.double() - mean[:, None]
+        m2 += deviations @ deviations.T
+    return mean, m2
+
+
 class Moments:
     """Running per-channel count, mean and sum of squared deviations (float64), merged exactly (Chan et al.).
 
@@ -102,10 +116,7 @@ class Moments:
             if n == 0:
                 continue
             if self.covariance:
-                flat = item.reshape(item.shape[0], n).double()
-                mean = flat.mean(dim=1)
-                centred = flat - mean[:, None]
-                m2 = centred @ centred.T
+                mean, m2 = channel_covariance(item)
             else:
                 var, mean = channel_var_mean(item)
                 mean, m2 = mean.double(), var.double() * n
@@ -192,23 +203,35 @@ def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height
     """Run forward passes (``Stylizer.stages`` generators) in lockstep with statistics pooled over all of them.
 
     ``boxes[k]``: per-item boxes of pass k to pool over (None: whole items). Returns the
-    statistics used; the passes' outputs are dropped as they finish.
+    statistics used. Passes advance one at a time to the next layer (their previous activations
+    dropped first); at the last norm layer each pass is closed as soon as its moments are added:
+    nothing after it changes the statistics, so at most one pass's activations of that layer
+    exist at once and no pass computes the rest of the network.
     """
-    requests: list = [next(p) for p in passes]
+    passes = list(passes)
+    last = len(layers.norm_channels) - 1
+    live, answer = list(range(len(passes))), None
     means, seconds = [], []
-    while any(r is not None for r in requests):
-        index, first = next(r for r in requests if r is not None)
-        moments = Moments(first.shape[1], first.device, index in layers.covariance_layers)
-        for request, item_boxes in zip(requests, boxes):
-            moments.add(request[1], item_boxes, full_height)
+    while live:
+        moments, index, paused = None, -1, []
+        for k in live:
+            try:
+                index, activations = next(passes[k]) if answer is None else passes[k].send(answer)
+            except StopIteration:
+                continue
+            if moments is None:
+                moments = Moments(activations.shape[1], activations.device, index in layers.covariance_layers)
+            moments.add(activations, boxes[k], full_height)
+            del activations
+            if index == last:
+                passes[k].close()
+            else:
+                paused.append(k)
+        if moments is None:
+            break
         mean, second = moments.result()
         means.append(mean.flatten().cpu())
         seconds.append(second.cpu() if moments.covariance else second.flatten().cpu())
         answer = layers.finish(index, mean, second)
-        for k, p in enumerate(passes):
-            requests[k] = None  # drop this pass's activations before it computes the next layer
-            try:
-                requests[k] = p.send(answer)
-            except StopIteration:
-                pass
+        live = paused
     return NormStats(tuple(means), tuple(seconds))
