@@ -9,8 +9,8 @@ from conftest import run_cli
 
 def test_bench_reports_every_size_with_a_time_split(tmp_path):
     chart = tmp_path / "chart.png"
-    proc = run_cli("bench", "--sizes", "0.05,0.2", "--json", "--baseline-whole", "--baseline-copy", "--plot", chart,
-                   check=True)
+    proc = run_cli("bench", "--sizes", "0.05,0.2", "--json", "--baseline-whole", "--baseline-copy", "--baseline-host",
+                   "--plot", chart, check=True)
     rows = json.loads(proc.stdout)
     assert [round(r["megapixels"], 2) for r in rows] == [0.05, 0.2]
     for row in rows:
@@ -21,6 +21,9 @@ def test_bench_reports_every_size_with_a_time_split(tmp_path):
         assert tiled["peak_rss_mib"] > 100 and tiled["model_alone_seconds"] > 0
         assert row["whole"]["oom"] is False and row["whole"]["seconds"] > 0
         assert 0 < row["copy"]["seconds"] < tiled["seconds"]
+        host = row["host"]  # the null model instead of the network: same windows, no model-alone reference
+        assert host["patches"] == tiled["patches"] and "model_alone_seconds" not in host
+        assert 0 < host["stages"]["model"] < tiled["stages"]["model"]
     assert chart.stat().st_size > 1000
 
 

@@ -57,7 +57,7 @@ def _child(spec: dict) -> dict:
     from .engine import Runner
     from .heap import reuse_freed_blocks
     from .job import Job, conditioning, load_model, pick_device, run, use_bfloat16
-    from .models import PerInstance, pad_to_valid
+    from .models import NULL_MODEL, PerInstance, pad_to_valid
     from .stats import SampleSpec
     from .timing import Stopwatch
     from .writer import OutputSpec
@@ -78,6 +78,9 @@ def _child(spec: dict) -> dict:
     reuse_freed_blocks()  # as the job does, for the model-alone timings too
     device = pick_device(job.device)
     cuda = device.type == "cuda"
+    if spec["mode"] == "host":
+        job = _host_only(job, device)
+    before = None  # the model alone, timed before and after a tiled job: machines drift in speed over seconds
     if spec["mode"] == "whole":
         from .reader import read_whole
 
@@ -96,8 +99,8 @@ def _child(spec: dict) -> dict:
         result = {"oom": False, "seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
     else:
         clock = Stopwatch(torch.cuda.synchronize if cuda else None)
-        # the model alone, timed before and after the job: machines drift in speed over seconds
-        before = _model_alone(job, device)
+        if job.model != NULL_MODEL:
+            before = _model_alone(job, device)
         if cuda:
             torch.cuda.reset_peak_memory_stats()  # the job's own peak, not the reference runs'
         done = run(job, clock=clock)
@@ -106,12 +109,29 @@ def _child(spec: dict) -> dict:
                   "height": done.height}
     if cuda:
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20  # before the reference runs below
-    if spec["mode"] == "tiled":
+    if before is not None:
         after = _model_alone(job, device)
         edge, inside = before.batch_counts()
         result["model_alone_seconds"] = (edge * float(np.median(before.edge + after.edge))
                                          + inside * float(np.median(before.inside + after.inside)))
     return result
+
+
+def _host_only(job, device):
+    """``job`` with its network replaced by the null model, everything else as the network's job runs: the same
+    windows and batches, and the same choice of statistics estimator (the null model's statistics cost nothing)."""
+    from dataclasses import replace
+
+    from .job import conditioning, load_model, make_plan, use_bfloat16, whole_pass_limit
+    from .engine import Runner
+    from .models import NULL_MODEL
+
+    model = load_model(job, device)
+    runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
+    plan = make_plan(job, runner)
+    return replace(job, model=NULL_MODEL, styles=[], presets=[], weights=None, transform=None,
+                   patch_size=plan.patch, overlap=plan.overlap, batch_size=plan.batch,
+                   whole_limit=job.whole_limit or whole_pass_limit(runner, plan))
 
 
 @dataclass
@@ -168,9 +188,10 @@ def _model_alone(job, device) -> _ModelAlone:
 
 
 def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambda row: None,
-              copy_baseline: bool = False) -> list[dict]:
-    """Measure every size (and the whole-image baseline up to where it runs out of memory; and, with
-    ``copy_baseline``, ``vips copy`` of the same input to a tiled deflate BigTIFF: the I/O floor)."""
+              copy_baseline: bool = False, host_baseline: bool = False) -> list[dict]:
+    """Measure every size (and the whole-image baseline up to where it runs out of memory; with
+    ``copy_baseline``, ``vips copy`` of the same input to a tiled deflate BigTIFF: the I/O floor; with
+    ``host_baseline``, the same job with the null model instead of the network: urst's own pipeline)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="urst-bench-") as scratch:
         whole_failed = False
@@ -185,6 +206,8 @@ def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambd
                 whole_failed = row["whole"].get("oom", False) or "error" in row["whole"]
             if copy_baseline:
                 row["copy"] = _spawn({**spec, "mode": "copy"})
+            if host_baseline:
+                row["host"] = _spawn({**spec, "mode": "host"})
             path.unlink()
             rows.append(row)
             on_result(row)

@@ -215,7 +215,7 @@ def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = Non
     plan = make_plan(job, runner)
     journal = None
     if job.resume:
-        journal = Journal.open(job.output.path, job_state(job, info, model, cond, plan, runner.bfloat16),
+        journal = Journal.open(job.output.path, job_state(job, info, runner, plan),
                                info.width, info.height, info.bands)
     try:
         return _stylize(job, info, runner, plan, journal, progress, clock, started)
@@ -224,15 +224,16 @@ def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = Non
             journal.close()
 
 
-def job_state(job: Job, info: ImageInfo, model, cond, plan: TilePlan, bfloat16: bool) -> dict:
+def job_state(job: Job, info: ImageInfo, runner: Runner, plan: TilePlan) -> dict:
     """Everything the output rows depend on, as a resumed run must find it unchanged."""
+    model, cond = runner.model, runner.cond
     stat = job.input.stat()
     return {"urst": __version__, "input": str(job.input.resolve()), "input_bytes": stat.st_size,
             "input_mtime_ns": stat.st_mtime_ns, "size": [info.width, info.height], "model": job.model,
             "weights": tensor_digest(model.state_dict().values()),
             "style": tensor_digest(t for layer in cond for t in layer), "preserve_color": job.preserve_color,
             "stats": job.stats, "thumb_size": job.thumb_size, "sample": asdict(job.sample), "tiling": asdict(plan),
-            "device": next(model.parameters()).device.type, "bfloat16": bfloat16}
+            "device": runner.device.type, "bfloat16": runner.bfloat16}
 
 
 def whole_pass_limit(runner: Runner, plan: TilePlan) -> int:

@@ -19,6 +19,7 @@ from .base import Conditioning, Stylizer, mix, pad_to_valid, valid_size, zero_pa
 from .johnson import TransformerNet, johnson_condition
 from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer, magenta_condition
 from .multistyle import NUM_PRESETS, MultiStyleTransformer, preset_condition
+from .null import Passthrough, passthrough_condition
 from .norm import Box, NormLayers, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy, collect
 from .vgg import STYLE_SIDE, WCT, AdaIN, adain_condition, decoder_layers, encoder_layers, wct_condition
 
@@ -26,7 +27,7 @@ __all__ = [
     "ModelSpec", "REGISTRY", "AUXILIARY", "get_spec", "load_parts", "load_weights", "check_state", "part_module",
     "part_stems", "packaged_weights_dir", "user_weights_dir", "find_weights", "Stylizer", "Conditioning", "mix",
     "NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "collect", "Box",
-    "pad_to_valid", "valid_size", "zero_padded_copy", "PREDICTOR_SIZE", "NUM_PRESETS",
+    "pad_to_valid", "valid_size", "zero_padded_copy", "PREDICTOR_SIZE", "NUM_PRESETS", "NULL_MODEL",
 ]
 
 
@@ -53,6 +54,7 @@ class ModelSpec:
     named_weights: bool = False                   # one weight file per style: --weights NAME picks it
 
 
+NULL_MODEL = "null"  # no network: measures the pipeline around one (see models/null.py)
 _VGG_PARTS = {"vgg_normalised": "encoder", "vgg_decoder": "decoder"}
 _VGG_SOURCE = "vgg_normalised.pth + decoder.pth of naoto0804/pytorch-AdaIN: urst weights import FILE --model adain"
 
@@ -70,6 +72,8 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("johnson", "Johnson per-style network (PyTorch fast_neural_style .pth; --weights NAME)", "none",
                   {"johnson-{name}": ""}, TransformerNet, johnson_condition, strength=False,
                   source="a fast_neural_style .pth: urst weights import FILE --model johnson", named_weights=True),
+        ModelSpec(NULL_MODEL, "no network: the input passes through unchanged (measures urst's own pipeline)",
+                  "none", {}, Passthrough, passthrough_condition, strength=False, source="none needed"),
     )
 }
 # weight files of networks that are not whole stylizers; each builds the module its file fills

@@ -55,12 +55,12 @@ class Stylizer(nn.Module):
     def forward(self, x: Tensor, cond: Conditioning, stats: StatsPolicy) -> Tensor:
         """Run the whole network, each norm layer normalised with what ``stats`` says."""
         stages = self.stages(x, cond)
-        index, h = next(stages)
-        while True:
-            try:
+        try:
+            index, h = next(stages)  # a network without norm layers returns at once
+            while True:
                 index, h = stages.send(stats(index, h))
-            except StopIteration as done:
-                return done.value
+        except StopIteration as done:
+            return done.value
 
     def affine(self, x: Tensor, index: int, cond: Conditioning, stats: tuple[Tensor, Tensor]) -> Tensor:
         """Normalise with the given (mean, var) (float32, any broadcastable shape), then the style's scale/shift.

@@ -194,7 +194,7 @@ def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height
     ``boxes[k]``: per-item boxes of pass k to pool over (None: whole items). Returns the
     statistics used; the passes' outputs are dropped as they finish.
     """
-    requests: list = [next(p) for p in passes]
+    requests: list = [_next_request(p, None) for p in passes]
     means, seconds = [], []
     while any(r is not None for r in requests):
         index, first = next(r for r in requests if r is not None)
@@ -207,8 +207,13 @@ def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height
         answer = layers.finish(index, mean, second)
         for k, p in enumerate(passes):
             requests[k] = None  # drop this pass's activations before it computes the next layer
-            try:
-                requests[k] = p.send(answer)
-            except StopIteration:
-                pass
+            requests[k] = _next_request(p, answer)
     return NormStats(tuple(means), tuple(seconds))
+
+
+def _next_request(stages, answer):
+    """The pass's next (layer, activations) once sent ``answer`` (None to start it); None once it has returned."""
+    try:
+        return stages.send(answer)
+    except StopIteration:
+        return None
