@@ -54,9 +54,8 @@ def _child(spec: dict) -> dict:
     """One measurement, in this (fresh) process: a tiled job, or the whole image in one piece."""
     import torch
 
-    from .engine import Runner
     from .heap import reuse_freed_blocks
-    from .job import Job, conditioning, load_model, pick_device, run, use_bfloat16
+    from .job import Job, make_runner, pick_device, run
     from .models import NULL_MODEL, PerInstance, pad_to_valid
     from .stats import SampleSpec
     from .timing import Stopwatch
@@ -84,12 +83,11 @@ def _child(spec: dict) -> dict:
     if spec["mode"] == "whole":
         from .reader import read_whole
 
-        model = load_model(job, device)
-        runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
+        runner = make_runner(job, device)
         started = time.perf_counter()
         try:
-            x = pad_to_valid(runner.to_tensor(read_whole(job.input)[None]), model)
-            runner(x, PerInstance(model))
+            x = pad_to_valid(runner.to_tensor(read_whole(job.input)[None]), runner.model)
+            runner(x, PerInstance(runner.model))
             if cuda:
                 torch.cuda.synchronize()
         except (RuntimeError, MemoryError) as exc:  # torch's CPU and CUDA allocators both raise RuntimeError
@@ -122,12 +120,10 @@ def _host_only(job, device):
     windows and batches, and the same choice of statistics estimator (the null model's statistics cost nothing)."""
     from dataclasses import replace
 
-    from .job import conditioning, load_model, make_plan, use_bfloat16, whole_pass_limit
-    from .engine import Runner
+    from .job import make_plan, make_runner, whole_pass_limit
     from .models import NULL_MODEL
 
-    model = load_model(job, device)
-    runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
+    runner = make_runner(job, device)
     plan = make_plan(job, runner)
     return replace(job, model=NULL_MODEL, styles=[], presets=[], weights=None, transform=None,
                    patch_size=plan.patch, overlap=plan.overlap, batch_size=plan.batch,
@@ -160,14 +156,13 @@ def _model_alone(job, device) -> _ModelAlone:
     """
     import torch
 
-    from .engine import Runner
-    from .job import conditioning, load_model, make_plan, use_bfloat16
+    from .job import make_plan, make_runner
     from .models import Replay, valid_size
     from .reader import BandReader, probe
     from .stats import whole_stats
 
-    model = load_model(job, device)
-    runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
+    runner = make_runner(job, device)
+    model = runner.model
     plan = make_plan(job, runner)
     window = BandReader(job.input, plan.patch, plan.patch).read(0, plan.patch)[:, :, :3]
     patches = runner.to_tensor(np.stack([window] * plan.batch))

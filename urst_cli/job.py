@@ -24,6 +24,7 @@ from .timing import Stopwatch
 from .errors import EXIT_USAGE, UrstError
 from .heap import reuse_freed_blocks
 from .models import NUM_PRESETS, NormStats, PREDICTOR_SIZE, get_spec, load_parts, load_weights, mix, valid_size
+from .precision import bfloat16_closeness, native_bfloat16
 from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, probe, read_style, read_thumbnail, read_whole
 from .resume import Journal, journal_folder, tensor_digest
 from .stats import SampleSpec, exact_stats, sampled_stats, whole_stats
@@ -58,7 +59,7 @@ class Job:
     overlap: int | None = None        # None: the model's receptive field plus half the feather
     batch_size: int | None = None     # None: chosen for the device
     device: str = "auto"
-    precision: str = "auto"          # float32 | bfloat16 | auto (bf16 on CUDA; on CPU where the model gains)
+    precision: str = "auto"          # float32 | bfloat16 | auto (bf16 on CUDA; on CPU where faster and close)
     max_pixels: int = DEFAULT_MAX_PIXELS
     whole_limit: int | None = None    # auto stats: whole-image pass up to this many pixels (None: by device)
     overwrite: bool = False
@@ -182,15 +183,23 @@ def conditioning(job: Job, model, device: torch.device):
         return mix(spec.condition(model, styles, job.alpha, _StyleContext(job, device)), weights)
 
 
-def use_bfloat16(job: Job, model, device: torch.device) -> bool:
+def use_bfloat16(job: Job, model, device: torch.device, cond) -> bool:
+    """Whether the network runs under bf16 autocast: as asked, else on CUDA, and on CPUs that compute bf16
+    natively where the job's network and style pass the closeness check (see precision.py)."""
     if job.precision not in ("auto", "float32", "bfloat16"):
         raise UrstError(f"--precision {job.precision}: use auto, float32 or bfloat16", EXIT_USAGE)
     if job.precision != "auto":
         return job.precision == "bfloat16"
     if device.type == "cuda":
         return True
-    # CPUs with native bf16 (AVX512-BF16/AMX) run the heavy VGG convolutions ~25% faster in it
-    return model.cpu_bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return native_bfloat16() and bfloat16_closeness(model, cond).acceptable
+
+
+def make_runner(job: Job, device: torch.device) -> Runner:
+    """The job's network, filled with its weights and conditioned with its style, in the job's precision."""
+    model = load_model(job, device)
+    cond = conditioning(job, model, device)
+    return Runner(model, cond, device, use_bfloat16(job, model, device, cond))
 
 
 def load_model(job: Job, device: torch.device):
@@ -209,9 +218,7 @@ def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = Non
     info: ImageInfo = probe(job.input, job.max_pixels)
     check_output(job.output, job.input, info.width, info.height, job.overwrite)
     device = pick_device(job.device)
-    model = load_model(job, device)
-    cond = conditioning(job, model, device)
-    runner = Runner(model, cond, device, use_bfloat16(job, model, device))
+    runner = make_runner(job, device)
     plan = make_plan(job, runner)
     journal = None
     if job.resume:

@@ -33,7 +33,6 @@ class Stylizer(nn.Module):
       norm_channels:    channels of each instance-norm layer, in order.
       covariance_layers: layers that whiten by the channel covariance (``finish`` turns it into a transform).
       eps:              the instance-norm epsilon.
-      cpu_bfloat16:     run under bf16 autocast on CPUs with native bf16 by default (measured faster).
     """
 
     receptive_radius: int
@@ -42,7 +41,6 @@ class Stylizer(nn.Module):
     norm_channels: tuple[int, ...]
     covariance_layers: frozenset[int] = frozenset()
     eps: float = 1e-5
-    cpu_bfloat16: bool = False  # bf16 autocast measured faster on CPU for this network
 
     def stages(self, x: Tensor, cond: Conditioning) -> Stages:  # pragma: no cover
         """The network, written once, pausing at each norm layer for its statistics."""
