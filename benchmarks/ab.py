@@ -1,14 +1,16 @@
-"""Two versions of urst on the same input in one run, taking turns: before/after figures that one machine's drift
-in speed affects alike.
+"""Two versions of urst on the same inputs in one run, taking turns: before/after figures that a drift in the
+machine's speed affects alike.
 
     python benchmarks/ab.py --base /path/to/old/checkout [--sizes 64] [--modes tiled,host] [--rounds 3]
-                            [--device cpu|cuda] [--input-format tif]
+                            [--device cpu|cuda] [--once copy] [--json runs.json]
 
-Each round runs every mode of every size once with the old tree, then once with this one (the order swapped
-every round), each in a fresh process (``python -m urst_cli.bench SPEC`` with the tree first on PYTHONPATH), and
-prints every run and the medians: seconds, MP/s, peak RSS, the stage split, and new/old ratios. ``tiled`` is
-the model's job (``urst bench``'s row), ``host`` the same job with the null model (``--baseline-host``; only
-trees that have it). A scratch input is made once per size with this tree's ``urst_cli.bench.make_input``.
+Each round runs every mode of every size with the old tree, then with this one (the order swapped every round),
+each in a fresh process with the tree first on PYTHONPATH, and prints every run, then the medians and new/old
+ratios. Modes: ``tiled`` is ``urst bench``'s row (``python -m urst_cli.bench SPEC``: the job, its stage split, the
+model alone before and after it), ``host`` the same job with the null model (``--baseline-host``; skipped for a
+tree without it), ``cli`` the wall time of ``urst stylize`` itself (process start and model loading included, no
+instrumentation), ``copy`` libvips copying the input (``--baseline-copy``). ``--once`` modes run once, with
+this tree. Inputs are made once per size, as ``urst bench`` makes them (tiled JPEG BigTIFFs of the shipped photo).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +33,20 @@ from urst_cli.bench import DATA, make_input  # noqa: E402
 STAGES = ("stats", "read", "model", "blend", "write")
 
 
-def run_child(tree: Path, spec: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def run_mode(tree: Path, mode: str, path: Path, scratch: Path, device: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+    style = str(DATA / "starry_night.jpg")
+    if mode == "cli":
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "urst_cli", "stylize", str(path), "-s", style, "-o",
+                               str(scratch / "out.tif"), "--device", device, "--overwrite", "--quiet"],
+                              capture_output=True, text=True, env=env, cwd=tree)
+        if proc.returncode != 0:
+            return {"error": proc.stderr.strip().splitlines()[-1:]}
+        return {"seconds": time.perf_counter() - started}
+    spec = {"input": str(path), "output": str(scratch / "out.tif"), "mode": mode, "model": "magenta",
+            "styles": [style], "presets": [], "stats": "auto", "patch_size": None, "batch_size": None,
+            "device": device, "weights_dir": None}
     proc = subprocess.run([sys.executable, "-m", "urst_cli.bench", json.dumps(spec)], capture_output=True, text=True,
                           env=env, cwd=tree)
     if proc.returncode != 0:
@@ -39,14 +54,24 @@ def run_child(tree: Path, spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def supports(tree: Path, mode: str) -> bool:
+    """Whether the tree's bench knows ``mode`` (an older bench runs an unknown mode as a tiled job)."""
+    return mode != "host" or "_host_only" in (tree / "urst_cli" / "bench.py").read_text()
+
+
 def line(label: str, mp: float, r: dict) -> str:
     if "error" in r:
-        return f"{label:<12} failed: {r['error']}"
-    stages = " ".join(f"{s} {r['stages'].get(s, 0):5.2f}" for s in STAGES)
-    ratio = f" ÷model {r['seconds'] / r['model_alone_seconds']:.3f}" if "model_alone_seconds" in r else ""
-    gpu = f" GPU {r['peak_gpu_mib']:.0f} MiB" if "peak_gpu_mib" in r else ""
-    return (f"{label:<12} {r['seconds']:7.2f} s {mp / r['seconds']:7.2f} MP/s RSS {r['peak_rss_mib']:5.0f} MiB"
-            f"{gpu}{ratio}  {stages}")
+        return f"{label:<16} failed: {r['error']}"
+    text = f"{label:<16} {r['seconds']:7.2f} s {mp / r['seconds']:7.2f} MP/s"
+    if "peak_rss_mib" in r:
+        text += f"  RSS {r['peak_rss_mib']:5.0f} MiB"
+    if "peak_gpu_mib" in r:
+        text += f"  GPU {r['peak_gpu_mib']:5.0f} MiB"
+    if "model_alone_seconds" in r:
+        text += f"  ÷model {r['seconds'] / r['model_alone_seconds']:.3f}"
+    if "stages" in r:
+        text += "  " + " ".join(f"{s} {r['stages'].get(s, 0):.2f}" for s in STAGES)
+    return text
 
 
 def main() -> None:
@@ -54,44 +79,48 @@ def main() -> None:
     parser.add_argument("--base", type=Path, required=True, help="checkout of the old version")
     parser.add_argument("--sizes", default="64")
     parser.add_argument("--modes", default="tiled,host")
+    parser.add_argument("--once", default="", help="modes run once, with this tree (e.g. copy)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--input-format", default="tif")
-    parser.add_argument("--json", type=Path, help="also write every run here")
+    parser.add_argument("--json", type=Path, help="every run, rewritten after each one")
     args = parser.parse_args()
     trees = {"old": args.base.resolve(), "new": ROOT}
-    runs: dict = {}
-    with tempfile.TemporaryDirectory(prefix="urst-ab-") as scratch:
+    modes = [m for m in args.modes.split(",") if m]
+    runs: list[dict] = []
+
+    def record(size: float, mode: str, side: str, result: dict, mp: float) -> None:
+        runs.append({"megapixels": mp, "size": size, "mode": mode, "side": side, **result})
+        print(line(f"{mode} {side}", mp, result), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(runs, indent=1))
+
+    with tempfile.TemporaryDirectory(prefix="urst-ab-") as tmp:
+        scratch = Path(tmp)
         for size in (float(s) for s in args.sizes.split(",")):
-            path = Path(scratch) / f"input_{size:g}mp.{args.input_format}"
+            path = scratch / f"input_{size:g}mp.tif"
             width, height = make_input(DATA / "sunset_hills.jpg", size, path)
             mp = width * height / 1e6
             print(f"{width}x{height} ({mp:.1f} MP), device {args.device}", flush=True)
+            for mode in (m for m in args.once.split(",") if m):
+                record(size, mode, "new", run_mode(ROOT, mode, path, scratch, args.device), mp)
             for k in range(args.rounds):
                 for side in (("old", "new") if k % 2 == 0 else ("new", "old")):
-                    for mode in args.modes.split(","):
-                        spec = {"input": str(path), "output": str(Path(scratch) / "out.tif"), "mode": mode,
-                                "model": "magenta", "styles": [str(DATA / "starry_night.jpg")], "presets": [],
-                                "stats": "auto", "patch_size": None, "batch_size": None, "device": args.device,
-                                "weights_dir": None}
-                        result = run_child(trees[side], spec)
-                        runs.setdefault((size, mode, side), []).append(result)
-                        print(line(f"{mode} {side}", mp, result), flush=True)
-            for mode in args.modes.split(","):
+                    for mode in modes:
+                        if supports(trees[side], mode):
+                            record(size, mode, side, run_mode(trees[side], mode, path, scratch, args.device), mp)
+            for mode in modes:
                 medians = {}
                 for side in ("old", "new"):
-                    ok = [r for r in runs.get((size, mode, side), []) if "error" not in r]
+                    ok = [r for r in runs if (r["size"], r["mode"], r["side"]) == (size, mode, side) and
+                          "error" not in r]
                     if ok:
                         medians[side] = statistics.median(r["seconds"] for r in ok)
-                        print(line(f"{mode} {side} median", mp, min(ok, key=lambda r: abs(r["seconds"] -
-                                                                                        medians[side]))))
+                        middle = min(ok, key=lambda r: abs(r["seconds"] - medians[side]))
+                        print(line(f"{mode} {side} median", mp, middle), flush=True)
                 if len(medians) == 2:
-                    print(f"{mode}: new/old time {medians['new'] / medians['old']:.3f}, "
-                          f"MP/s {medians['old'] / medians['new']:.3f}x")
+                    print(f"{mode} at {mp:.0f} MP: new/old time {medians['new'] / medians['old']:.3f} "
+                          f"({medians['old'] / medians['new']:.2f}x the MP/s)", flush=True)
             path.unlink()
-    if args.json:
-        args.json.write_text(json.dumps([{"megapixels": size, "mode": mode, "side": side, "runs": rs}
-                                         for (size, mode, side), rs in runs.items()], indent=1))
 
 
 if __name__ == "__main__":

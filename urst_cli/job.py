@@ -24,7 +24,7 @@ from .timing import Stopwatch
 from .errors import EXIT_USAGE, UrstError
 from .heap import reuse_freed_blocks
 from .models import NUM_PRESETS, NormStats, PREDICTOR_SIZE, get_spec, load_parts, load_weights, mix, valid_size
-from .precision import bfloat16_closeness, native_bfloat16
+from .precision import cached_closeness, native_bfloat16
 from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, probe, read_style, read_thumbnail, read_whole
 from .resume import Journal, journal_folder, tensor_digest
 from .stats import SampleSpec, exact_stats, sampled_stats, whole_stats
@@ -192,7 +192,7 @@ def use_bfloat16(job: Job, model, device: torch.device, cond) -> bool:
         return job.precision == "bfloat16"
     if device.type == "cuda":
         return True
-    return native_bfloat16() and bfloat16_closeness(model, cond).acceptable
+    return native_bfloat16() and cached_closeness(model, cond).acceptable
 
 
 def make_runner(job: Job, device: torch.device) -> Runner:

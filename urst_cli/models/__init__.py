@@ -25,7 +25,7 @@ from .vgg import STYLE_SIDE, WCT, AdaIN, adain_condition, decoder_layers, encode
 
 __all__ = [
     "ModelSpec", "REGISTRY", "AUXILIARY", "get_spec", "load_parts", "load_weights", "check_state", "part_module",
-    "part_stems", "packaged_weights_dir", "user_weights_dir", "find_weights", "Stylizer", "Conditioning", "mix",
+    "part_stems", "packaged_weights_dir", "user_cache_dir", "user_weights_dir", "find_weights", "Stylizer", "Conditioning", "mix",
     "NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone", "collect", "Box",
     "pad_to_valid", "valid_size", "zero_padded_copy", "PREDICTOR_SIZE", "NUM_PRESETS", "NULL_MODEL",
 ]
@@ -94,12 +94,16 @@ def packaged_weights_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "weights"
 
 
+def user_cache_dir() -> Path:
+    """urst's folder in the user's cache: $XDG_CACHE_HOME/urst (~/.cache/urst)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "urst"
+
+
 def user_weights_dir() -> Path:
     """Where imported weights live: $URST_WEIGHTS, else $XDG_CACHE_HOME/urst/weights (~/.cache/urst/weights)."""
     if os.environ.get("URST_WEIGHTS"):
         return Path(os.environ["URST_WEIGHTS"])
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "urst" / "weights"
+    return user_cache_dir() / "weights"
 
 
 def find_weights(stem: str, user_dir: Path | None = None) -> Path | None:
