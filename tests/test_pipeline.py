@@ -35,3 +35,13 @@ def test_null_model_carries_alpha_and_reads_tiled_input_through_the_cli(tmp_path
     run_cli("stylize", src, "--model", "null", "-o", tmp_path / "out.tif", "--patch-size", "128", "--quiet",
             check=True)
     np.testing.assert_array_equal(_pixels(tmp_path / "out.tif"), _pixels(src))
+
+
+def test_null_model_refuses_a_style_and_weights_in_one_line(tmp_path, small_photo, painting):
+    styled = run_cli("stylize", small_photo, "--model", "null", "-s", painting, "-o", tmp_path / "out.tif")
+    state = tmp_path / "state.pth"
+    state.write_bytes(b"not needed")
+    imported = run_cli("weights", "import", state, "--model", "null", "--weights-dir", tmp_path / "weights")
+    for proc, says in ((styled, "takes no style"), (imported, "has no weights to import")):
+        assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.tif").exists()

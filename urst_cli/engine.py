@@ -330,10 +330,11 @@ def blend_rows(
         if js[0] == 0:
             strip_left = 0
             strip.zero_()
-        else:  # slide the strip to the batch's first window
-            kept = strip[:, first - strip_left:].clone()
-            strip.zero_()
-            strip[:, : kept.shape[1]] = kept
+        else:  # slide the strip to the batch's first window: what is open moves to its start, the rest is cleared
+            shift = first - strip_left
+            kept = strip.shape[1] - shift
+            strip[:, :kept] = strip[:, shift:] if shift >= kept else strip[:, shift:].clone()
+            strip[:, kept:].zero_()
             strip_left = first
         out = out.permute(0, 2, 3, 1)[:, lo - top: hi - top]  # a view: channels-last memory is already HWC
         for k, j in enumerate(js):

@@ -166,6 +166,8 @@ def conditioning(job: Job, model, device: torch.device):
             raise UrstError(f"--preset {bad[0]}: choose 0-{NUM_PRESETS - 1}", EXIT_USAGE)
         styles = list(job.presets)
     else:
+        if (job.styles or job.presets) and not spec.parts:
+            raise UrstError(f"model '{spec.name}' takes no style: it has no network", EXIT_USAGE)
         if job.styles or job.presets:
             raise UrstError(f"model '{spec.name}' has its style in its weights: use --weights, not --style/--preset",
                             EXIT_USAGE)

@@ -73,7 +73,7 @@ REGISTRY: dict[str, ModelSpec] = {
                   {"johnson-{name}": ""}, TransformerNet, johnson_condition, strength=False,
                   source="a fast_neural_style .pth: urst weights import FILE --model johnson", named_weights=True),
         ModelSpec(NULL_MODEL, "no network: the input passes through unchanged (measures urst's own pipeline)",
-                  "none", {}, Passthrough, passthrough_condition, strength=False, source="none needed"),
+                  "none", {}, Passthrough, passthrough_condition, strength=False, source="urst: none are needed"),
     )
 }
 # weight files of networks that are not whole stylizers; each builds the module its file fills
