@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The GPU checks of the host pipeline (issue 17), in one command on a lent device machine (H100/H200, 16 cores):
 #   1. tests/test_cuda.py: the CUDA path against the CPU (float32 and the bf16 defaults, staging, GPU memory);
-#   2. the old and the new code on the same inputs, taking turns (benchmarks/ab.py) at 64, 256 and 1000 MP:
+#   2. the writer alone by encoder threads (benchmarks/writer_encoders.py, 256 MP from memory);
+#   3. the old and the new code on the same inputs, taking turns (benchmarks/ab.py) at 64, 256 and 1000 MP:
 #      `tiled`, urst bench's row (wall time, peak GPU memory, ÷ model alone, stage split; note that the old
 #      bench synchronised the device at every stage boundary, which slows its own job down), and `cli`, the
 #      wall time of `urst stylize` itself (the fair before/after); the new code's host-only ceiling (`host`,
 #      = urst bench --baseline-host) and libvips' copy of each input (`copy`, = --baseline-copy), once.
-# About 7 minutes of device time. Goals: 1 GP <= 8 s, ÷ model alone <= 1.5 from 256 MP, peak GPU <= 2 GiB.
+# At most ~10 minutes (each step has its timeout; ab.json keeps what finished), plus the machine's start. Goals: 1 GP <= 8 s, ÷ model alone <= 1.5 from 256 MP, peak GPU <= 2 GiB.
 #
 # Prepare here, in the repository's root (no GPU needed):
 #     bash benchmarks/gpu_check.sh prepare OLD_COMMIT      # e.g. the commit before issue 17
@@ -42,7 +43,9 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
                                              'libvips', pyvips.version(0), pyvips.version(1))"
 } 2>&1 | tee "$OUT/machine.txt"
 
-timeout 170 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
 
-timeout 390 python3 benchmarks/ab.py --base .gpu-old --device cuda --sizes 64,256,1000 --modes tiled,cli,host \
+timeout 45 python3 benchmarks/writer_encoders.py --megapixels 256 --encoders 1,2,4,8,16 2>&1 | tee "$OUT/writer.log"
+
+timeout 370 python3 benchmarks/ab.py --base .gpu-old --device cuda --sizes 64,256,1000 --modes tiled,cli,host \
     --once copy --rounds 1 --json "$OUT/ab.json" 2>&1 | tee "$OUT/ab.log"
