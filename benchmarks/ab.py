@@ -101,13 +101,13 @@ def main() -> None:
             width, height = make_input(DATA / "sunset_hills.jpg", size, path)
             mp = width * height / 1e6
             print(f"{width}x{height} ({mp:.1f} MP), device {args.device}", flush=True)
-            for mode in (m for m in args.once.split(",") if m):
-                record(size, mode, "new", run_mode(ROOT, mode, path, scratch, args.device), mp)
             for k in range(args.rounds):
                 for side in (("old", "new") if k % 2 == 0 else ("new", "old")):
                     for mode in modes:
                         if supports(trees[side], mode):
                             record(size, mode, side, run_mode(trees[side], mode, path, scratch, args.device), mp)
+            for mode in (m for m in args.once.split(",") if m):
+                record(size, mode, "new", run_mode(ROOT, mode, path, scratch, args.device), mp)
             for mode in modes:
                 medians = {}
                 for side in ("old", "new"):

@@ -7,7 +7,8 @@
 #      bench synchronised the device at every stage boundary, which slows its own job down), and `cli`, the
 #      wall time of `urst stylize` itself (the fair before/after); the new code's host-only ceiling (`host`,
 #      = urst bench --baseline-host) and libvips' copy of each input (`copy`, = --baseline-copy), once.
-# At most ~10 minutes (each step has its timeout; ab.json keeps what finished), plus the machine's start. Goals: 1 GP <= 8 s, ÷ model alone <= 1.5 from 256 MP, peak GPU <= 2 GiB.
+# At most ~10 minutes (each step has its timeout; ab.json keeps what finished), plus the machine's start.
+# Goals: 1 GP <= 8 s, ÷ model alone <= 1.5 from 256 MP, peak GPU memory <= 2 GiB.
 #
 # Prepare here, in the repository's root (no GPU needed):
 #     bash benchmarks/gpu_check.sh prepare OLD_COMMIT      # e.g. the commit before issue 17
