@@ -35,10 +35,7 @@ def test_bands_equal_the_padded_image_with_overlaps_skips_and_growth(tmp_path, p
 @pytest.mark.parametrize("decoders", [1, 3])
 def test_tiled_bands_decoded_by_several_threads_equal_the_padded_image(tmp_path, photo, decoders):
     """Each thread decodes whole tiles of its own columns; the padding right of the last one is filled after."""
-    src = resized(photo, tmp_path / "p.png", 301, 517)
-    tiled = tmp_path / "p.tif"
-    pyvips.Image.new_from_file(str(src)).tiffsave(str(tiled), tile=True, tile_width=64, tile_height=64,
-                                                  compression="jpeg")
+    _, tiled = _photo_and_tiled_copy(tmp_path, photo, "jpeg")
     pw, ph = 304, 528
     expected = _padded_expected(tiled, pw, ph)
     reader = BandReader(tiled, pw, ph, decoders=decoders)
@@ -55,6 +52,15 @@ def test_tiled_bands_decoded_by_several_threads_equal_the_padded_image(tmp_path,
             reader.read(top, min(top + 128, ph))
 
 
+def _photo_and_tiled_copy(tmp_path, photo, compression):
+    """The photo at 301 x 517 (PNG), and the same pixels in a TIFF of 64 px tiles."""
+    src = resized(photo, tmp_path / "p.png", 301, 517)
+    tiled = tmp_path / "p.tif"
+    pyvips.Image.new_from_file(str(src)).tiffsave(str(tiled), tile=True, tile_width=64, tile_height=64,
+                                                  compression=compression)
+    return src, tiled
+
+
 def _padded_expected(src, pw, ph):
     full = pyvips.Image.new_from_file(str(src)).numpy()
     h, w = full.shape[:2]
@@ -64,10 +70,7 @@ def _padded_expected(src, pw, ph):
 
 def test_crops_from_tiled_and_sequential_files_are_the_padded_frame(tmp_path, photo):
     """Tiled TIFFs are read region by region, other files in one pass: same crops, edges padded alike."""
-    src = resized(photo, tmp_path / "p.png", 301, 517)
-    tiled = tmp_path / "p.tif"
-    pyvips.Image.new_from_file(str(src)).tiffsave(str(tiled), tile=True, tile_width=64, tile_height=64,
-                                                  compression="deflate")
+    src, tiled = _photo_and_tiled_copy(tmp_path, photo, "deflate")
     pw, ph = 304, 528
     expected = _padded_expected(src, pw, ph)
     boxes = [(400, 200, 528, 304), (0, 0, 100, 100), (250, 30, 330, 290)]  # the first crosses the padded corner
