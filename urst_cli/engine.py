@@ -289,8 +289,10 @@ def blend_rows(
     carry = torch.zeros(carry_rows, width, 3, device=dev)  # rows [0, carried) are added to the next band row
     carried = 0
     ends = row_ends(rows, reader.height)
-    finished_rows = max(end - rows.support(r)[0] for r, end in enumerate(ends))  # the most a band row finishes
     finished: list[np.ndarray | None] = [None, None]  # taking turns, band row by band row
+    # the most rows a band row of each turn finishes (the first band row finishes its context rows too)
+    finished_rows = [max([end - rows.support(r)[0] for r, end in enumerate(ends) if r % 2 == turn], default=0)
+                     for turn in (0, 1)]
     downloads = _Downloads(dev)
     strip_left = 0  # image column of the strip's first column
     trim = TrimOnGrowth()
@@ -316,7 +318,7 @@ def blend_rows(
                 piece = finish(part[:emitted], source)
                 if finished[r % 2] is None:
                     dtype = torch.empty(0, dtype=piece.dtype).numpy().dtype
-                    finished[r % 2] = np.empty((finished_rows, width, band.shape[2]), dtype)
+                    finished[r % 2] = np.empty((finished_rows[r % 2], width, band.shape[2]), dtype)
                 downloads.start(piece, finished[r % 2][:emitted, a:b], source)
 
         with clock("model"):  # staged before the previous batch is settled: on CUDA that waits for the device
