@@ -68,7 +68,8 @@ def main() -> None:
             runner = Runner(net, conditioning(job, net, cpu), cpu)
 
             def render(stats) -> np.ndarray:
-                return np.concatenate(list(stylize_rows(BandReader(path, pw, ph), runner, stats, plan)))
+                # blocks are views of reused buffers: copied as they come
+                return np.concatenate([b.copy() for b in stylize_rows(BandReader(path, pw, ph), runner, stats, plan)])
 
             exact = render(whole_stats(runner, read_whole(path)))
             t0 = time.perf_counter()

@@ -18,6 +18,7 @@ from urst_cli.job import Job, conditioning, load_model
 from urst_cli.models import PerInstance, collect, mix, pad_to_valid
 from urst_cli.models.base import run_layers
 from urst_cli.models.vgg import WCT, AdaIN, encoder_layers
+from urst_cli.precision import bfloat16_closeness
 from urst_cli.reader import read_whole
 from urst_cli.stats import whole_stats
 from urst_cli.writer import OutputSpec
@@ -159,6 +160,15 @@ def test_mixing_conditionings_is_linear():
     mixed = mix([a, b], [3, 1])
     torch.testing.assert_close(mixed[0][0], torch.tensor([[1.5, 2.0]]))
     torch.testing.assert_close(mixed[0][1], torch.tensor([[0.5, 3.0]]))
+
+
+@pytest.mark.parametrize("transform", ["svd", "cwct"])
+def test_whitening_statistics_stay_float32_under_bf16_autocast(painting, weights_dir, transform):
+    """The precision check runs each window with its own statistics under autocast: a bf16 covariance
+    would not even be positive definite (Cholesky fails)."""
+    runner, _ = _runner("wct", painting, weights_dir, transform=transform)
+    closeness = bfloat16_closeness(runner.model, runner.cond)
+    assert 0 <= closeness.mean <= closeness.max
 
 
 def test_johnson_and_wct_stylize_from_the_cli(tmp_path, small_photo, painting, weights_dir):

@@ -31,7 +31,7 @@ def _tiled(runner, path, stats, plan) -> np.ndarray:
     img = read_whole(path)
     reader = BandReader(path, valid_size(img.shape[1], net), valid_size(img.shape[0], net))
     def keep_float(blended, source):
-        return blended.numpy()
+        return blended
 
     blocks = [block.copy() for _, block in blend_rows(reader, runner, stats, plan, keep_float)]
     return np.concatenate(blocks).transpose(2, 0, 1)

@@ -32,6 +32,35 @@ def test_bands_equal_the_padded_image_with_overlaps_skips_and_growth(tmp_path, p
         previous = (band, top, bottom)
 
 
+@pytest.mark.parametrize("decoders", [1, 3])
+def test_tiled_bands_decoded_by_several_threads_equal_the_padded_image(tmp_path, photo, decoders):
+    """Each thread decodes whole tiles of its own columns; the padding right of the last one is filled after."""
+    _, tiled = _photo_and_tiled_copy(tmp_path, photo, "jpeg")
+    pw, ph = 304, 528
+    expected = _padded_expected(tiled, pw, ph)
+    reader = BandReader(tiled, pw, ph, decoders=decoders)
+    assert len(reader._columns) == (3 if decoders == 3 else 1)  # 64-px tiles: 128 + 128 + 45 columns
+    for top, bottom in [(0, 100), (60, 160), (300, 340), (310, 470), (440, 528)]:  # overlaps, a jump, the bottom
+        np.testing.assert_array_equal(reader.read(top, bottom), expected[top:bottom], err_msg=f"rows {top}-{bottom}")
+    damaged = bytearray(tiled.read_bytes())  # a thread's decoding error surfaces as the reader's own
+    third = len(damaged) // 3
+    damaged[third: third + 2000] = b"\xff" * 2000
+    (tmp_path / "damaged.tif").write_bytes(damaged)
+    with pytest.raises(UrstError, match="cannot read rows"):
+        reader = BandReader(tmp_path / "damaged.tif", pw, ph, decoders=decoders)
+        for top in range(0, ph, 100):
+            reader.read(top, min(top + 128, ph))
+
+
+def _photo_and_tiled_copy(tmp_path, photo, compression):
+    """The photo at 301 x 517 (PNG), and the same pixels in a TIFF of 64 px tiles."""
+    src = resized(photo, tmp_path / "p.png", 301, 517)
+    tiled = tmp_path / "p.tif"
+    pyvips.Image.new_from_file(str(src)).tiffsave(str(tiled), tile=True, tile_width=64, tile_height=64,
+                                                  compression=compression)
+    return src, tiled
+
+
 def _padded_expected(src, pw, ph):
     full = pyvips.Image.new_from_file(str(src)).numpy()
     h, w = full.shape[:2]
@@ -41,10 +70,7 @@ def _padded_expected(src, pw, ph):
 
 def test_crops_from_tiled_and_sequential_files_are_the_padded_frame(tmp_path, photo):
     """Tiled TIFFs are read region by region, other files in one pass: same crops, edges padded alike."""
-    src = resized(photo, tmp_path / "p.png", 301, 517)
-    tiled = tmp_path / "p.tif"
-    pyvips.Image.new_from_file(str(src)).tiffsave(str(tiled), tile=True, tile_width=64, tile_height=64,
-                                                  compression="deflate")
+    src, tiled = _photo_and_tiled_copy(tmp_path, photo, "deflate")
     pw, ph = 304, 528
     expected = _padded_expected(src, pw, ph)
     boxes = [(400, 200, 528, 304), (0, 0, 100, 100), (250, 30, 330, 290)]  # the first crosses the padded corner

@@ -51,3 +51,22 @@ def test_deflate_shrinks_flat_areas(tmp_path):
     out = tmp_path / "flat.tif"
     write_rows(_blocks(flat, 64), 512, 512, 4, OutputSpec(out))
     assert out.stat().st_size < flat.nbytes / 100
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_blocks_may_be_views_of_two_buffers_taking_turns(tmp_path, photo, suffix):
+    """The engine hands over band rows without copies: each block is done with before the block after the next
+    one is asked for, so a producer that scribbles over the buffer it reuses at once changes nothing."""
+    rgb = pyvips.Image.new_from_file(str(photo)).crop(0, 0, 300, 200)
+    image = np.ndarray(buffer=rgb.write_to_memory(), dtype=np.uint8, shape=(200, 300, 3))
+    buffers = [np.empty((40, 300, 3), np.uint8) for _ in range(2)]
+
+    def reused():
+        for k, top in enumerate(range(0, 200, 40)):
+            buffers[k % 2].fill(255)  # what the engine does to the block before last: overwrite it
+            buffers[k % 2][:] = image[top: top + 40]
+            yield buffers[k % 2]
+
+    out = tmp_path / f"out{suffix}"
+    write_rows(reused(), 300, 200, 3, OutputSpec(out, tile_size=16))
+    assert np.array_equal(_pixels(out), image)

@@ -54,10 +54,9 @@ def _child(spec: dict) -> dict:
     """One measurement, in this (fresh) process: a tiled job, or the whole image in one piece."""
     import torch
 
-    from .engine import Runner
     from .heap import reuse_freed_blocks
-    from .job import Job, conditioning, load_model, pick_device, run, use_bfloat16
-    from .models import PerInstance, pad_to_valid
+    from .job import Job, pick_device, prepare, run
+    from .models import NULL_MODEL, PerInstance, pad_to_valid
     from .stats import SampleSpec
     from .timing import Stopwatch
     from .writer import OutputSpec
@@ -78,15 +77,17 @@ def _child(spec: dict) -> dict:
     reuse_freed_blocks()  # as the job does, for the model-alone timings too
     device = pick_device(job.device)
     cuda = device.type == "cuda"
+    if spec["mode"] == "host":
+        job = _host_only(job)
+    before = None  # the model alone, timed before and after a tiled job: machines drift in speed over seconds
     if spec["mode"] == "whole":
         from .reader import read_whole
 
-        model = load_model(job, device)
-        runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
+        runner, _ = prepare(job).for_image(job)
         started = time.perf_counter()
         try:
-            x = pad_to_valid(runner.to_tensor(read_whole(job.input)[None]), model)
-            runner(x, PerInstance(model))
+            x = pad_to_valid(runner.to_tensor(read_whole(job.input)[None]), runner.model)
+            runner(x, PerInstance(runner.model))
             if cuda:
                 torch.cuda.synchronize()
         except (RuntimeError, MemoryError) as exc:  # torch's CPU and CUDA allocators both raise RuntimeError
@@ -95,9 +96,12 @@ def _child(spec: dict) -> dict:
             return {"oom": True, "seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
         result = {"oom": False, "seconds": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
     else:
-        clock = Stopwatch(torch.cuda.synchronize if cuda else None)
-        # the model alone, timed before and after the job: machines drift in speed over seconds
-        before = _model_alone(job, device)
+        # no device synchronisation at stage boundaries: it would stop the host from preparing the next batch
+        # while the device runs this one, and time a slower job than urst runs (on CUDA the split then charges
+        # device time to the stage that waits for it: the downloads, counted as blending)
+        clock = Stopwatch()
+        if job.model != NULL_MODEL:
+            before = _model_alone(job, device)
         if cuda:
             torch.cuda.reset_peak_memory_stats()  # the job's own peak, not the reference runs'
         done = run(job, clock=clock)
@@ -106,12 +110,26 @@ def _child(spec: dict) -> dict:
                   "height": done.height, "levels": done.levels}
     if cuda:
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20  # before the reference runs below
-    if spec["mode"] == "tiled":
+    if before is not None:
         after = _model_alone(job, device)
         edge, inside = before.batch_counts()
         result["model_alone_seconds"] = (edge * float(np.median(before.edge + after.edge))
                                          + inside * float(np.median(before.inside + after.inside)))
     return result
+
+
+def _host_only(job):
+    """``job`` with its network replaced by the null model, everything else as the network's job runs: the same
+    windows and batches, and the same choice of statistics estimator (the null model's statistics cost nothing)."""
+    from dataclasses import replace
+
+    from .job import prepare, whole_pass_limit
+    from .models import NULL_MODEL
+
+    runner, plan = prepare(job).for_image(job)
+    return replace(job, model=NULL_MODEL, styles=[], presets=[], weights=None, transform=None,
+                   patch_size=plan.patch, overlap=plan.overlap, batch_size=plan.batch,
+                   whole_limit=job.whole_limit or whole_pass_limit(runner, plan))
 
 
 @dataclass
@@ -142,16 +160,14 @@ def _model_alone(job, device) -> _ModelAlone:
     """
     import torch
 
-    from .engine import Runner
-    from .job import conditioning, load_model, make_plan, use_bfloat16
+    from .job import prepare
     from .models import Replay, valid_size
     from .multiscale import plan_levels
     from .reader import BandReader, probe
     from .stats import whole_stats
 
-    model = load_model(job, device)
-    runner = Runner(model, conditioning(job, model, device), device, use_bfloat16(job, model, device))
-    plan = make_plan(job, runner)
+    runner, plan = prepare(job).for_image(job)
+    model = runner.model
     window = BandReader(job.input, plan.patch, plan.patch).read(0, plan.patch)[:, :, :3]
     patches = runner.to_tensor(np.stack([window] * plan.batch))
     policy = Replay(whole_stats(runner, window).to(device), model)
@@ -172,10 +188,12 @@ def _model_alone(job, device) -> _ModelAlone:
 
 
 def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambda row: None,
-              copy_baseline: bool = False, stroke_scales: tuple[str, ...] = ("auto",)) -> list[dict]:
-    """Measure every size at every stroke scale (and the whole-image baseline up to where it runs out of
-    memory; and, with ``copy_baseline``, ``vips copy`` of the same input to a tiled deflate BigTIFF: the I/O
-    floor), one row per size and stroke scale."""
+              copy_baseline: bool = False, host_baseline: bool = False,
+              stroke_scales: tuple[str, ...] = ("auto",)) -> list[dict]:
+    """Measure every size at every stroke scale, one row per size and stroke scale; with the first stroke scale
+    also the whole-image baseline (up to where it runs out of memory); with ``copy_baseline``, ``vips copy``
+    of the same input to a tiled deflate BigTIFF: the I/O floor; with ``host_baseline``, the same job with the
+    null model instead of the network: urst's own pipeline."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="urst-bench-") as scratch:
         whole_failed = False
@@ -191,6 +209,8 @@ def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambd
                     whole_failed = row["whole"].get("oom", False) or "error" in row["whole"]
                 if copy_baseline and i == 0:
                     row["copy"] = _spawn({**spec, "mode": "copy"})
+                if host_baseline and i == 0:
+                    row["host"] = _spawn({**spec, "mode": "host"})
                 rows.append(row)
                 on_result(row)
             path.unlink()

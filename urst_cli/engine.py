@@ -6,9 +6,10 @@ image height; every pixel is read once and written once, top to bottom.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,8 +25,6 @@ from .timing import Stopwatch
 
 __all__ = ["TilePlan", "Runner", "batch_for_memory", "inside_image", "iter_batches", "batch_columns", "window_patches",
            "Finish", "row_ends", "support_weights", "blend_rows", "stylize_rows"]
-
-OUTPUT_ROWS = 64  # rows per block handed to the writer
 
 
 @dataclass(frozen=True)
@@ -54,24 +53,33 @@ class Runner:
             bfloat16 = device.type == "cuda"
         self.bfloat16 = bfloat16
         self._autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else nullcontext()
-        self._staging = _PinnedStaging() if device.type == "cuda" else None
+        self._staging = _PinnedBuffers(2) if device.type == "cuda" else None
         self._patch_bytes: dict[int, int] = {}
         self._zero_padded = zero_padded_copy(model)
 
     @torch.inference_mode()
-    def to_tensor(self, patches: np.ndarray) -> Tensor:
-        """uint8 [B,H,W,>=3] -> float32 [B,3,H,W] in [0,1] on the device (copied as uint8: 4x less traffic).
+    def to_tensor(self, windows: Sequence[np.ndarray]) -> Tensor:
+        """uint8 windows [H,W,>=3] of one size (views of a band, or an array [B,H,W,>=3]) -> float32 [B,3,H,W]
+        in [0,1] on the device, in channels-last memory (the HWC layout of the pixels).
 
-        The HWC pixels are already channels-last memory; one multiply converts and scales them.
-        On CUDA the bytes go through page-locked memory, so the copy is an asynchronous DMA.
-        Always in inference mode: the reused staging buffers are then inference tensors whichever
-        caller made them, and refilling one in place is allowed.
+        On the CPU each window is converted and scaled straight from the band into the network's input:
+        one pass, no stacked copy. On CUDA the windows are cut straight into a page-locked buffer (two
+        take turns), copied to the device as uint8 (4x less traffic) asynchronously, and converted there.
+        Always in inference mode: the reused buffers are then inference tensors whichever caller made
+        them, and refilling one in place is allowed.
         """
-        host = torch.from_numpy(np.ascontiguousarray(patches[..., :3]))
-        if self._staging is not None:
-            x = self._staging.upload(host, self.device)
-        else:
-            x = host.to(self.device)
+        pixels = [torch.from_numpy(w[..., :3]) for w in windows]
+        shape = (len(pixels), *pixels[0].shape)
+        if self._staging is None:
+            x = torch.empty(shape, dtype=torch.float32)
+            for k, p in enumerate(pixels):
+                torch.mul(p, 1 / 255, out=x[k])
+            return x.permute(0, 3, 1, 2)
+        staged = self._staging.take(shape, torch.uint8)
+        for k, p in enumerate(pixels):
+            staged[k].copy_(p)
+        x = staged.to(self.device, non_blocking=True)
+        self._staging.record()
         return (x.permute(0, 3, 1, 2) * (1 / 255)).contiguous(memory_format=torch.channels_last)
 
     def patch_bytes(self, patch: int) -> int:
@@ -114,28 +122,32 @@ class Runner:
             return collect([lazy_pass(p) for p in inputs], boxes, full_height, self.model)
 
 
-class _PinnedStaging:
-    """Two page-locked host buffers taking turns: a batch is copied in while the previous one's
-    transfer may still be in flight, and a buffer is only refilled once its last transfer is done."""
+class _PinnedBuffers:
+    """Page-locked host buffers taking turns (CUDA): one is handed out again only once the transfer last queued
+    on it is complete, so a copy can be in flight while the next buffer is filled or read."""
 
-    def __init__(self):
-        self._buffers: list[Tensor | None] = [None, None]
-        self._copied = [None, None]
+    def __init__(self, count: int):
+        self.count = count
+        self._buffers: list[Tensor | None] = [None] * count
+        self._done: list[torch.cuda.Event | None] = [None] * count
         self._turn = 0
 
-    def upload(self, host: Tensor, device: torch.device) -> Tensor:
-        turn, self._turn = self._turn, 1 - self._turn
-        buffer = self._buffers[turn]
-        if self._copied[turn] is not None:
-            self._copied[turn].synchronize()
-        if buffer is None or buffer.numel() < host.numel():
-            buffer = self._buffers[turn] = torch.empty(host.numel(), dtype=host.dtype, pin_memory=True)
-        staged = buffer[: host.numel()].view(host.shape)
-        staged.copy_(host)
-        on_device = staged.to(device, non_blocking=True)
-        self._copied[turn] = torch.cuda.Event()
-        self._copied[turn].record()
-        return on_device
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """The buffer whose turn it is, as a tensor of ``shape`` (grown if too small)."""
+        turn = self._turn
+        if self._done[turn] is not None:
+            self._done[turn].synchronize()
+        size = math.prod(shape) * dtype.itemsize
+        if self._buffers[turn] is None or self._buffers[turn].numel() < size:
+            self._buffers[turn] = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        return self._buffers[turn][:size].view(dtype).view(shape)
+
+    def record(self) -> torch.cuda.Event:
+        """Mark the transfer just queued on the buffer last taken; the next ``take`` moves on to the next one."""
+        done = self._done[self._turn] = torch.cuda.Event()
+        done.record()
+        self._turn = (self._turn + 1) % self.count
+        return done
 
 
 def batch_for_memory(patch_bytes: int, budget: int, free: int, cap: int = 32) -> int:
@@ -172,14 +184,51 @@ def batch_columns(columns: int, batch: int) -> list[list[int]]:
     return [list(range(first, min(first + batch, columns))) for first in range(0, columns, batch)]
 
 
-def window_patches(band: np.ndarray, cols: Axis, js: list[int]) -> np.ndarray:
-    """The band's windows ``js`` stacked: uint8 [len(js), band rows, window, bands]."""
-    return np.stack([band[:, cols.starts[j]: cols.starts[j] + cols.window] for j in js])
+def window_patches(band: np.ndarray, cols: Axis, js: list[int]) -> list[np.ndarray]:
+    """The band's windows ``js``: views uint8 [band rows, window, bands] (``Runner.to_tensor`` cuts them out)."""
+    return [band[:, cols.starts[j]: cols.starts[j] + cols.window] for j in js]
 
 
-Finish = Callable[[Tensor, np.ndarray], np.ndarray]
+Finish = Callable[[Tensor, np.ndarray], Tensor]
 """Turns blended float32 [n, w, 3] (device, in the units ``blend_rows`` was given) and the same input pixels
-uint8 [n, w, bands] into output [n, w, c]."""
+uint8 [n, w, bands] into output [n, w, 3] (device, any dtype); input bands beyond 3 (alpha) are carried over."""
+
+
+class _Downloads:
+    """Finished pieces of a band row, copied from the device into its output buffer one batch late.
+
+    The host waits for a piece only once the next batch's forward pass is queued, so the device is
+    never idle while the host copies. On CUDA the pieces go through page-locked buffers taking turns,
+    asynchronously; on the CPU a piece is already host memory, and the same order is kept.
+    """
+
+    def __init__(self, device: torch.device):
+        self._pinned = _PinnedBuffers(3) if device.type == "cuda" else None
+        self._pending: list[tuple[Tensor, torch.cuda.Event | None, np.ndarray, np.ndarray]] = []
+
+    def start(self, piece: Tensor, dest: np.ndarray, source: np.ndarray) -> None:
+        """Copy ``piece`` [n, w, 3] into ``dest`` [n, w, c], with ``source``'s bands beyond 3 after it."""
+        if self._pinned is None:
+            host, done = piece, None
+        else:
+            if len(self._pending) == self._pinned.count:
+                self._land_oldest()  # its buffer is the one whose turn it is
+            host = self._pinned.take(tuple(piece.shape), piece.dtype)
+            host.copy_(piece, non_blocking=True)
+            done = self._pinned.record()
+        self._pending.append((host, done, dest, source))
+
+    def land(self) -> None:
+        """Wait for every piece started and put it in place."""
+        while self._pending:
+            self._land_oldest()
+
+    def _land_oldest(self) -> None:
+        host, done, dest, source = self._pending.pop(0)
+        if done is not None:
+            done.synchronize()
+        dest[:, :, :3] = host.numpy()
+        dest[:, :, 3:] = source[:, :, 3:]
 
 
 def _open_from(rows: Axis, r: int) -> int:
@@ -224,11 +273,14 @@ def blend_rows(
 
     Blending stays in float32 only where it is still open: a strip of columns as wide as one
     batch of windows, and the rows the next band row will add to (the carry). Columns are
-    finished (``finish``, e.g. rounding to uint8) as soon as no later window reaches them, so
-    the only buffer as large as a band row holds finished values: 4x less memory than a
-    float accumulator at any image width. Everything is rows x columns x channels, the
-    layout of the network's channels-last output and of the image, so no step transposes.
-    A yielded block is a view of a reused buffer, valid until the next one is requested.
+    finished (``finish``, e.g. rounding to uint8) as soon as no later window reaches them, and
+    copied to the host one batch late (see ``_Downloads``), so the only buffers as large as a
+    band row hold finished values: 4x less memory than a float accumulator at any image width.
+    Everything is rows x columns x channels, the layout of the network's channels-last output
+    and of the image, so no step transposes.
+
+    A yielded block is a view of one of two buffers taking turns, valid until the block after
+    the next one is requested: a consumer may work on one block while the next is computed.
     """
     cols, rows = plan.axes(reader.padded_width, reader.padded_height)
     width, dev = reader.width, runner.device
@@ -238,10 +290,14 @@ def blend_rows(
     carry_rows = max((rows.support(r)[1] - _open_from(rows, r) for r in range(len(rows))), default=0)
     carry = torch.zeros(carry_rows, width, 3, device=dev)  # rows [0, carried) are added to the next band row
     carried = 0
-    finished: np.ndarray | None = None
+    ends = row_ends(rows, reader.height)
+    finished: list[np.ndarray | None] = [None, None]  # taking turns, band row by band row
+    # the most rows a band row of each turn finishes (the first band row finishes its context rows too)
+    finished_rows = [max([end - rows.support(r)[0] for r, end in enumerate(ends) if r % 2 == turn], default=0)
+                     for turn in (0, 1)]
+    downloads = _Downloads(dev)
     strip_left = 0  # image column of the strip's first column
     trim = TrimOnGrowth()
-    ends = row_ends(rows, reader.height)
     replayed = ends.index(start_row) if start_row else -1  # ValueError: not where a band row ends
     on_patches(max(replayed, 0) * len(cols))
     for r, band, js in iter_batches(reader, cols, rows, plan.batch, clock, max(replayed, 0)):
@@ -253,7 +309,6 @@ def blend_rows(
 
         def settle(a: int, b: int) -> None:
             """Columns [a, b) of this band row are complete: add and save the carry, finish."""
-            nonlocal finished
             b = min(b, width)
             if a >= b:
                 return
@@ -261,25 +316,30 @@ def blend_rows(
             part[:carried] += carry[:carried, a:b]
             carry[: hi - emit_end, a:b] = part[emit_end - lo:]  # nothing in the last band row
             if emitted > 0:
-                done = finish(part[:emitted], band[lo - top: lo - top + emitted, a:b])
-                if finished is None:
-                    finished = np.empty((rows.window, width, done.shape[2]), done.dtype)
-                finished[:emitted, a:b] = done
+                source = band[lo - top: lo - top + emitted, a:b]
+                piece = finish(part[:emitted], source)
+                if finished[r % 2] is None:
+                    dtype = torch.empty(0, dtype=piece.dtype).numpy().dtype
+                    finished[r % 2] = np.empty((finished_rows[r % 2], width, band.shape[2]), dtype)
+                downloads.start(piece, finished[r % 2][:emitted, a:b], source)
 
         with clock("model"):  # staged before the previous batch is settled: on CUDA that waits for the device
             x = runner.to_tensor(window_patches(band, cols, js))
         first = cols.support(js[0])[0]
+        if js[0] > 0:  # columns left of this batch's first window are complete
+            settle(strip_left, first)
+        with clock("model"):
+            out = runner(x, policy, inside_image(plan, runner.model.receptive_radius, cols, rows, r, js))
+        downloads.land()  # while the device runs this batch
         if js[0] == 0:
             strip_left = 0
             strip.zero_()
-        else:  # columns left of this batch's first window are complete; slide the strip to it
-            settle(strip_left, first)
-            kept = strip[:, first - strip_left:].clone()
-            strip.zero_()
-            strip[:, : kept.shape[1]] = kept
+        else:  # slide the strip to the batch's first window: what is open moves to its start, the rest is cleared
+            shift = first - strip_left
+            kept = strip.shape[1] - shift
+            strip[:, :kept] = strip[:, shift:] if shift >= kept else strip[:, shift:].clone()
+            strip[:, kept:].zero_()
             strip_left = first
-        with clock("model"):
-            out = runner(x, policy, inside_image(plan, runner.model.receptive_radius, cols, rows, r, js))
         out = out.permute(0, 2, 3, 1)[:, lo - top: hi - top]  # a view: channels-last memory is already HWC
         for k, j in enumerate(js):
             c0, c1 = cols.support(j)
@@ -290,10 +350,11 @@ def blend_rows(
         if js[-1] != len(cols) - 1:
             continue  # the band row is not complete yet
         settle(strip_left, cols.length)
+        downloads.land()
         carried = hi - emit_end
         trim()
         if emitted > 0:
-            yield lo, finished[:emitted]
+            yield lo, finished[r % 2][:emitted]
 
 
 def stylize_rows(
@@ -308,21 +369,18 @@ def stylize_rows(
     on_band: Callable[[int], None] = lambda rows_done: None,
 ) -> Iterator[np.ndarray]:
     """Yield the stylized image from ``start_row`` (see ``blend_rows``) as consecutive blocks of rows:
-    uint8 [n, width, 3 (+ alpha)]. ``on_band(rows done)`` runs after each band row's last block.
+    uint8 [n, width, 3 (+ alpha)], each a view valid until the block after the next one is requested
+    (``writer.write_rows`` takes them so). ``on_band(rows done)`` runs after each band row's block.
     """
     if start_row >= reader.height:
         return
-    def to_uint8(levels: Tensor, source: np.ndarray) -> np.ndarray:
+    def to_uint8(levels: Tensor, source: np.ndarray) -> Tensor:
         if preserve_color:
             levels = keep_colours(levels, source, runner.device)
-        rgb = levels.add_(0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()  # + 0.5, truncated: rounded
-        return np.concatenate([rgb, source[:, :, 3:]], axis=2) if source.shape[2] > 3 else rgb
+        return levels.add_(0.5).clamp_(0, 255).to(torch.uint8)  # + 0.5, truncated: rounded
 
-    blocks = blend_rows(reader, runner, stats, plan, to_uint8, on_patches, clock, start_row, scale=255.0)
-    for first, block in blocks:
-        # copies of a few rows: the writer's queue never holds the reused buffer, and stays small at any width
-        for top in range(0, block.shape[0], OUTPUT_ROWS):
-            yield block[top: top + OUTPUT_ROWS].copy()
+    for first, block in blend_rows(reader, runner, stats, plan, to_uint8, on_patches, clock, start_row, scale=255.0):
+        yield block
         on_band(first + block.shape[0])
 
 

@@ -28,6 +28,7 @@ from .models import (NUM_PRESETS, NormStats, PREDICTOR_SIZE, Stylizer, get_spec,
                      valid_size)
 from .multiscale import (COARSE_SAMPLE_SIZE, LEVELS_SUFFIX, Level, LevelFiles, LevelSource, build_photo_pyramid,
                          levels_folder, plan_levels, restore)
+from .precision import cached_closeness, native_bfloat16
 from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, ImageSource, probe, read_style, read_whole
 from .resume import Journal, journal_folder, tensor_digest
 from .stats import SampleSpec, exact_stats, sampled_stats, whole_stats
@@ -62,7 +63,7 @@ class Job:
     overlap: int | None = None        # None: the model's receptive field plus half the feather
     batch_size: int | None = None     # None: chosen for the device
     device: str = "auto"
-    precision: str = "auto"          # float32 | bfloat16 | auto (bf16 on CUDA; on CPU where the model gains)
+    precision: str = "auto"          # float32 | bfloat16 | auto (bf16 on CUDA; on CPU where faster and close)
     max_pixels: int = DEFAULT_MAX_PIXELS
     whole_limit: int | None = None    # auto stats: whole-image pass up to this many pixels (None: by device)
     overwrite: bool = False
@@ -211,6 +212,8 @@ def conditioning(job: Job, model, device: torch.device, context: _StyleContext |
             raise UrstError(f"--preset {bad[0]}: choose 0-{NUM_PRESETS - 1}", EXIT_USAGE)
         styles = list(job.presets)
     else:
+        if (job.styles or job.presets) and not spec.parts:
+            raise UrstError(f"model '{spec.name}' takes no style: it has no network", EXIT_USAGE)
         if job.styles or job.presets:
             raise UrstError(f"model '{spec.name}' has its style in its weights: use --weights, not --style/--preset",
                             EXIT_USAGE)
@@ -233,15 +236,21 @@ def conditioning(job: Job, model, device: torch.device, context: _StyleContext |
     return cond
 
 
-def use_bfloat16(job: Job, model, device: torch.device) -> bool:
-    if job.precision not in ("auto", "float32", "bfloat16"):
-        raise UrstError(f"--precision {job.precision}: use auto, float32 or bfloat16", EXIT_USAGE)
+def use_bfloat16(job: Job, model, device: torch.device, cond) -> bool:
+    """Whether the network runs under bf16 autocast: as asked, else on CUDA, and on CPUs that compute bf16
+    natively where the job's network and style pass the closeness check (see precision.py); never by default
+    for a float32-only network."""
+    _check_precision(job)
     if job.precision != "auto":
         return job.precision == "bfloat16"
     if device.type == "cuda":
         return not model.float32_only
-    # CPUs with native bf16 (AVX512-BF16/AMX) run the heavy VGG convolutions ~25% faster in it
-    return model.cpu_bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return not model.float32_only and native_bfloat16() and cached_closeness(model, cond).acceptable
+
+
+def _check_precision(job: Job) -> None:
+    if job.precision not in ("auto", "float32", "bfloat16"):
+        raise UrstError(f"--precision {job.precision}: use auto, float32 or bfloat16", EXIT_USAGE)
 
 
 def load_model(job: Job, device: torch.device):
@@ -261,7 +270,6 @@ class Prepared:
 
     device: torch.device
     model: Stylizer
-    bfloat16: bool
     context: _StyleContext
     runner: Runner | None   # None: the conditioning depends on each photo (magenta with --alpha < 1)
     plan: TilePlan | None   # with the runner (on CUDA its batch is measured with it)
@@ -271,7 +279,7 @@ class Prepared:
         if self.runner is not None:
             return self.runner, self.plan
         cond = conditioning(job, self.model, self.device, self.context.with_content(job.input))
-        runner = Runner(self.model, cond, self.device, self.bfloat16)
+        runner = Runner(self.model, cond, self.device, use_bfloat16(job, self.model, self.device, cond))
         return runner, make_plan(job, runner)
 
 
@@ -279,16 +287,16 @@ def prepare(job: Job) -> Prepared:
     """Process settings, device, weights and, where it does not depend on the photo, the style conditioning."""
     reuse_freed_blocks()  # process-wide: activations reuse warm heap pages instead of fresh mmaps
     pyvips.cache_set_max(0)  # every image is read once, top to bottom: libvips' operation cache only holds memory
+    _check_precision(job)  # a batch's set-up error, not each image's
     device = pick_device(job.device)
     model = load_model(job, device)
     context = _StyleContext(job.weights_dir, device)
-    bfloat16 = use_bfloat16(job, model, device)
     try:
         cond = conditioning(job, model, device, context)
     except _NeedsContent:
-        return Prepared(device, model, bfloat16, context, None, None)
-    runner = Runner(model, cond, device, bfloat16)
-    return Prepared(device, model, bfloat16, context, runner, make_plan(job, runner))
+        return Prepared(device, model, context, None, None)
+    runner = Runner(model, cond, device, use_bfloat16(job, model, device, cond))
+    return Prepared(device, model, context, runner, make_plan(job, runner))
 
 
 def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = None,
@@ -302,8 +310,8 @@ def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = Non
     runner, plan = prepared.for_image(job)
     journal = None
     if job.resume:
-        journal = Journal.open(job.output.path, job_state(job, info, runner.model, runner.cond, plan,
-                                                          runner.bfloat16, levels), info.width, info.height, info.bands)
+        journal = Journal.open(job.output.path, job_state(job, info, runner, plan, levels),
+                               info.width, info.height, info.bands)
     try:
         return _stylize(job, info, levels, runner, plan, journal, progress, clock or Stopwatch(), started)
     finally:
@@ -311,15 +319,16 @@ def run(job: Job, progress: Progress = Progress(), clock: Stopwatch | None = Non
             journal.close()
 
 
-def job_state(job: Job, info: ImageInfo, model, cond, plan: TilePlan, bfloat16: bool, levels: list[Level]) -> dict:
+def job_state(job: Job, info: ImageInfo, runner: Runner, plan: TilePlan, levels: list[Level]) -> dict:
     """Everything the output rows depend on, as a resumed run must find it unchanged."""
+    model, cond = runner.model, runner.cond
     stat = job.input.stat()
     return {"urst": __version__, "input": str(job.input.resolve()), "input_bytes": stat.st_size,
             "input_mtime_ns": stat.st_mtime_ns, "size": [info.width, info.height], "model": job.model,
             "weights": tensor_digest(model.state_dict().values()),
             "style": tensor_digest(t for layer in cond for t in layer), "preserve_color": job.preserve_color,
             "stats": job.stats, "thumb_size": job.thumb_size, "sample": asdict(job.sample), "tiling": asdict(plan),
-            "device": next(model.parameters()).device.type, "bfloat16": bfloat16,
+            "device": runner.device.type, "bfloat16": runner.bfloat16,
             "levels": [[level.width, level.height] for level in levels]}
 
 

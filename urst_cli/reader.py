@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -22,11 +23,14 @@ import pyvips
 
 from .errors import EXIT_INPUT, UrstError
 
-__all__ = ["ImageInfo", "probe", "open_rgb", "as_rgb", "ImageSource", "as_source", "BandReader", "prefetched",
-           "padded_index", "reflects", "read_thumbnail", "read_crops", "read_whole", "read_style"]
+__all__ = ["ImageInfo", "probe", "open_rgb", "as_rgb", "ImageSource", "as_source", "BandReader", "DECODERS",
+           "prefetched", "padded_index", "reflects", "read_thumbnail", "read_crops", "read_whole", "read_style"]
 
 MIN_STYLE_SIDE = 16
 DEFAULT_MAX_PIXELS = 4 * 1024**3  # 4 gigapixels; declared sizes above this are refused before decoding
+# threads decoding a band of a tiled input side by side: half the cores (the model, blending and the
+# writer's encoders need the rest); one on 2 cores, where the model's threads take both
+DECODERS = max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass(frozen=True)
@@ -160,11 +164,16 @@ class BandReader:
     reused for the whole pass (no width-sized allocation per band), taking turns: a returned
     band stays valid until the read after the next one, so one band can be decoded while the
     previous one is in use (``prefetched``).
+
+    A tiled file's band is decoded by ``decoders`` threads side by side, each filling its own
+    columns (whole tiles) through its own handle on the file; other files are decoded in one
+    top-to-bottom stream, as JPEG and PNG have to be.
     """
 
     FETCH_ROWS = 8  # rows per libvips request: libvips holds ~14x that while serving it (50 MB for 32 x 38.7k px)
 
-    def __init__(self, source: ImageSource | str | os.PathLike, padded_width: int, padded_height: int):
+    def __init__(self, source: ImageSource | str | os.PathLike, padded_width: int, padded_height: int,
+                 decoders: int | None = None):
         self.source = as_source(source)
         self.image = self.source.open("sequential")
         self.width, self.height, self.bands = self.image.width, self.image.height, self.image.bands
@@ -176,6 +185,9 @@ class BandReader:
         self._keep_limit = int(self._rows_of[self.height:].min()) if padded_height > self.height else self.height
         self._region = pyvips.Region.new(self.image)
         self._random_region: pyvips.Region | None = None
+        self._columns = self._column_blocks(decoders or DECODERS)
+        self._decoders = ThreadPoolExecutor(len(self._columns), thread_name_prefix="urst-decode") \
+            if len(self._columns) > 1 else None
         self._bufs = [np.zeros((0, padded_width, self.bands), np.uint8) for _ in range(2)]
         self._turn = 0  # the buffer holding the last band
         self._top, self._count = 0, 0  # its first rows hold real rows [_top, _top + _count)
@@ -184,6 +196,16 @@ class BandReader:
     def tiled(self) -> bool:
         """Whether the file is stored in tiles, so that any region decodes on its own (``read_region``)."""
         return bool(self.image.get_typeof("tile-width"))
+
+    def _column_blocks(self, decoders: int) -> list[tuple[int, int, pyvips.Region]]:
+        """(left, right, region) of each decoding thread's columns: whole tiles, a handle on the file each."""
+        real = min(self.width, self.padded_width)
+        if decoders < 2 or not self.tiled:
+            return [(0, real, self._region)]
+        tile = self.image.get("tile-width")
+        step = -(-real // decoders // tile) * tile
+        return [(left, min(left + step, real), pyvips.Region.new(self.source.open("random")))
+                for left in range(0, real, step)]
 
     def read_region(self, top: int, left: int, bottom: int, right: int) -> np.ndarray:
         """Any box of the padded frame, decoding only what lies under it (tiled files; others decode
@@ -199,7 +221,7 @@ class BandReader:
         """Rows [top, bottom) of the padded frame: uint8 [bottom - top, padded_width, bands], a view of a buffer.
 
         The buffers are as wide as the padded frame and the padding is filled in place (a few
-        columns per fetch, mirrored rows once at the bottom), so no band is ever copied whole.
+        columns per band, mirrored rows once at the bottom), so no band is ever copied whole.
         """
         if top < self._top:
             raise ValueError("BandReader reads top to bottom only")
@@ -214,18 +236,31 @@ class BandReader:
             buf = self._bufs[self._turn] = np.empty((bottom - keep_from, self.padded_width, self.bands), np.uint8)
         buf[:kept] = previous[self._count - kept: self._count]
         self._top, self._count = keep_from, kept
+        if self._decoders is None:
+            self._fill(buf, keep_from, keep_from + kept, need, *self._columns[0])
+        else:  # each thread its columns; map's results re-raise a thread's error here
+            list(self._decoders.map(lambda block: self._fill(buf, keep_from, keep_from + kept, need, *block),
+                                    self._columns))
+        fresh = slice(kept, max(kept, need - keep_from))
         real = min(self.width, self.padded_width)
-        for start in range(keep_from + kept, need, self.FETCH_ROWS):
-            rows = slice(start - keep_from, min(start + self.FETCH_ROWS, need) - keep_from)
-            buf[rows, :real] = self._fetch(self._region, 0, start, real, rows.stop - rows.start)
-            buf[rows, real:] = buf[rows, self._cols[real:]]
+        buf[fresh, real:] = buf[fresh][:, self._cols[real:]]
         self._count = max(self._count, need - keep_from)
         if bottom > need:  # below the image: mirrored (or repeated) rows, all of them still in this buffer
             buf[need - keep_from: bottom - keep_from] = buf[self._rows_of[need:bottom] - keep_from]
         return buf[top - keep_from: bottom - keep_from]
 
+    def _fill(self, buf: np.ndarray, offset: int, start: int, stop: int, left: int, right: int,
+              region: pyvips.Region) -> None:
+        """Image rows [start, stop), columns [left, right) into ``buf``, whose first row is image row ``offset``."""
+        for top in range(start, stop, self.FETCH_ROWS):
+            rows = slice(top - offset, min(top + self.FETCH_ROWS, stop) - offset)
+            buf[rows, left:right] = self._fetch(region, left, top, right - left, rows.stop - rows.start)
+
     def _skip(self, start: int, stop: int) -> None:
-        """Decode and drop rows [start, stop): a sequential source cannot jump ahead."""
+        """Decode and drop rows [start, stop): a sequential source cannot jump ahead (tiled files decoded by
+        several threads need not: their handles read any region)."""
+        if self._decoders is not None:
+            return
         for row in range(start, stop, self.FETCH_ROWS):
             self._fetch(self._region, 0, row, self.width, min(self.FETCH_ROWS, stop - row))
 

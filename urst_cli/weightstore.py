@@ -68,6 +68,8 @@ def import_weights(source: Path, model: str, name: str | None = None, dest_dir: 
     from safetensors.torch import save_file
 
     spec = get_spec(model)
+    if not spec.parts:
+        raise UrstError(f"model '{model}' has no weights to import", EXIT_USAGE)
     if name is not None and not (spec.named_weights or spec.variants):
         raise UrstError(f"--name applies to per-style models and models with variants only, not '{model}'",
                         EXIT_USAGE)

@@ -1,6 +1,7 @@
 """Writing the stylized rows, top to bottom while they are computed, to a temporary file renamed when complete.
 
-Two savers run in a writer thread fed by a bounded queue, so the image never exists whole:
+Two savers run in a writer thread fed row blocks without copies (one block ahead at most), so the
+image never exists whole:
 
 - The default output, a flat tiled BigTIFF (deflate or uncompressed), is written with
   tifffile from tiles urst encodes itself: horizontal predictor, then deflate by ISA-L
@@ -25,7 +26,6 @@ import struct
 import threading
 import zipfile
 import zlib
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from glob import escape as glob_escape
@@ -48,9 +48,6 @@ __all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows"
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp",
            ".dzi": "dzi", ".szi": "szi"}
 COMPRESSIONS = ("deflate", "jpeg", "zstd", "lzw", "none")
-# Rows the engine may run ahead of the writer: a band row's output up to ~14k px wide (wider ones wait
-# ~50 ms per band row while a row of tiles is encoded), and a fixed amount of memory at any image size
-WRITE_AHEAD_BYTES = 16 * 2**20
 ENCODERS = max(1, (os.cpu_count() or 2) // 2)  # threads encoding TIFF tiles: half the cores
 FORMAT_LIMITS = {"jpeg": 65535, "webp": 16383, "png": 2**31 - 1, "tiff": 2**32 - 1,
                  **{kind: 2**31 - 1 for kind in deepzoom.KINDS}}
@@ -131,23 +128,14 @@ def png_stream(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
     yield _chunk(b"IDAT", deflate.flush()) + _chunk(b"IEND", b"")
 
 
-class _BytesQueue(queue.Queue):
-    """A queue of row blocks bounded by their bytes (``maxsize`` is in bytes); markers count one."""
+class _Pipe:
+    """Row blocks from the producer to the saver thread, without copies: having handed over a block, the
+    producer waits until the saver is done with the one before it, so it makes the next block while the
+    saver works on this one, and a block may be a view of a buffer that the block after next reuses."""
 
-    def _init(self, maxsize: int) -> None:
-        self.queue, self.held = deque(), 0
-
-    def _qsize(self) -> int:
-        return self.held + len(self.queue)  # never 0 while a marker waits: get() must see it
-
-    def _put(self, item) -> None:
-        self.queue.append(item)
-        self.held += getattr(item, "nbytes", 0)
-
-    def _get(self):
-        item = self.queue.popleft()
-        self.held -= getattr(item, "nbytes", 0)
-        return item
+    def __init__(self):
+        self.blocks: queue.Queue = queue.Queue()
+        self.done = threading.Semaphore(1)  # released each time the saver is done with a block
 
 
 class _Abort:
@@ -155,10 +143,10 @@ class _Abort:
 
 
 class _QueueReader:
-    """Serves libvips' reads from a bounded queue of row blocks, as PNG bytes."""
+    """Serves libvips' reads from the pipe's row blocks, as PNG bytes."""
 
-    def __init__(self, blocks: "queue.Queue", width: int, height: int, bands: int):
-        self._stream = png_stream(_pull(blocks), width, height, bands)
+    def __init__(self, pipe: _Pipe, width: int, height: int, bands: int):
+        self._stream = png_stream(_pull(pipe), width, height, bands)
         self._pending = memoryview(b"")
 
     def read(self, size: int) -> bytes:
@@ -171,15 +159,17 @@ class _QueueReader:
         return bytes(out)
 
 
-def _pull(blocks: "queue.Queue") -> Iterator[np.ndarray]:
-    """The queue's row blocks until the end marker; _AbortedStream if the producer failed."""
+def _pull(pipe: _Pipe) -> Iterator[np.ndarray]:
+    """The pipe's row blocks until the end marker; _AbortedStream if the producer failed. A block is done
+    with when the next one is asked for."""
     while True:
-        item = blocks.get()
+        item = pipe.blocks.get()
         if isinstance(item, _Abort):
             raise _AbortedStream
         if item is None:
             return
         yield item
+        pipe.done.release()
 
 
 class _AbortedStream(Exception):
@@ -319,14 +309,16 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
     """Write row blocks (uint8 [n, width, bands], top to bottom, ``height`` rows in all) to ``spec.path``.
 
     The caller's loop (the engine) runs in this thread; encoding and writing run in a saver
-    thread (and libvips' own). ``clock`` is charged ("write") only for the time this thread waits on the
-    writer. ``transform``: the rows are read by libvips as a stream and pass through it before
-    being saved; libvips pulls them as its pipeline needs them. On any failure,
+    thread (and libvips' own). Blocks are not copied: a block may be a view of a buffer the caller
+    reuses, as the saver is done with it before the block after the next one is requested (the
+    caller runs one block ahead of the saver). ``clock`` is charged ("write") only for the time this
+    thread waits on the writer. ``transform``: the rows are read by libvips as a stream and pass through
+    it before being saved; libvips pulls them as its pipeline needs them. On any failure,
     KeyboardInterrupt included, the temporary file (or folder, for tile pyramids) is removed.
     """
     remove_orphans(spec.path)
     tmp = spec.path.with_name(f".{spec.path.name}.{os.getpid()}.partial")  # a folder for tile pyramids
-    pipe = _BytesQueue(WRITE_AHEAD_BYTES)
+    pipe = _Pipe()
     failure: list[BaseException] = []
 
     def saver() -> None:
@@ -352,16 +344,16 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
     try:
         for block in blocks:
             with clock("write"):
-                _put(pipe, block, thread, failure)
+                _hand_over(pipe, block, thread, failure)
         with clock("write"):
-            _put(pipe, None, thread, failure)
+            pipe.blocks.put(None)
             thread.join()
             if failure:
                 raise failure[0]
             _publish(tmp, spec, width, height)
     except BaseException as exc:
         _drain(pipe)
-        pipe.put(_Abort())
+        pipe.blocks.put(_Abort())
         thread.join(timeout=60)
         _discard(tmp)
         if isinstance(exc, pyvips.Error):
@@ -390,23 +382,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _put(pipe: queue.Queue, item, thread: threading.Thread, failure: list) -> None:
-    """Blocking put that gives up as soon as the saver has died (disk full, say)."""
-    while True:
+def _hand_over(pipe: _Pipe, block: np.ndarray, thread: threading.Thread, failure: list) -> None:
+    """Pass ``block`` to the saver, then wait until it is done with the block before; give up as soon as the
+    saver has died (disk full, say)."""
+    pipe.blocks.put(block)
+    while not pipe.done.acquire(timeout=0.2):
         if failure:
             raise failure[0]
-        try:
-            pipe.put(item, timeout=0.2)
-            return
-        except queue.Full:
-            if not thread.is_alive():
-                raise failure[0] if failure else UrstError("the writer stopped unexpectedly", EXIT_OUTPUT)
+        if not thread.is_alive():
+            raise UrstError("the writer stopped unexpectedly", EXIT_OUTPUT)
+    if failure:
+        raise failure[0]
 
 
-def _drain(pipe: queue.Queue) -> None:
+def _drain(pipe: _Pipe) -> None:
     try:
         while True:
-            pipe.get_nowait()
+            pipe.blocks.get_nowait()
     except queue.Empty:
         pass
 

@@ -38,6 +38,9 @@ def bench(
                                   "until it runs out of memory (as in the URST paper's memory figure)."),
     copy_baseline: bool = typer.Option(False, "--baseline-copy", help="Also time libvips copying each input to "
                                        "a tiled deflate BigTIFF (decode + encode only): the I/O floor."),
+    host_baseline: bool = typer.Option(False, "--baseline-host", help="Also run each input with the network "
+                                       "replaced by the null model (same windows, batches, transfers, blending and "
+                                       "writing): the host pipeline's ceiling."),
     memory_limit: float = typer.Option(16.0, "--memory-limit", min=0.5, help="GiB a whole-image baseline may "
                                        "allocate before it counts as out of memory."),
     stroke_scales: str = typer.Option("auto,1", "--stroke-scales", help="Stroke scales to run each size with, "
@@ -75,7 +78,7 @@ def bench(
                "stats": stats.value, "patch_size": patch_size, "batch_size": batch_size, "device": device.value,
                "weights_dir": str(weights_dir) if weights_dir else None, "memory_limit": int(memory_limit * 2**30)}
     table = _BenchTable(enabled=not as_json)
-    rows = run_sweep(size_list, options, baseline, table.add, copy_baseline,
+    rows = run_sweep(size_list, options, baseline, table.add, copy_baseline, host_baseline,
                      tuple(v.strip() for v in stroke_scales.split(",") if v.strip()))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -103,23 +106,26 @@ class _BenchTable:
                            f"{'÷model':>7} {'÷copy':>6}  " + " ".join(f"{s:>6}" for s in self.STAGES) +
                            "  whole image", soft_wrap=True)
             self.started = True
-        t = row["tiled"]
         size = f"{row['width']}x{row['height']}"
-        if "error" in t:
-            self.out.print(f"{size:>15} {row['megapixels']:7.1f} {row['stroke_scale']:>7}  failed: {t['error']}",
-                           markup=False, soft_wrap=True)
-            return
-        copy = row.get("copy", {})
-        per_copy = f"{t['seconds'] / copy['seconds']:6.1f}" if "seconds" in copy else f"{'-':>6}"
-        stages = " ".join(f"{t['stages'].get(s, 0):6.1f}" for s in self.STAGES)
-        gpu = f"{t['peak_gpu_mib']:8.0f}" if "peak_gpu_mib" in t else f"{'-':>8}"
         whole = row.get("whole")
         whole_text = ("" if whole is None else "out of memory" if whole.get("oom") else
                       f"failed: {whole['error']}" if "error" in whole else
                       f"{whole['seconds']:.1f} s, {whole['peak_rss_mib']:.0f} MiB")
-        self.out.print(f"{size:>15} {row['megapixels']:7.1f} {row['stroke_scale']:>7} {t['seconds']:8.1f} "
-                       f"{row['megapixels'] / t['seconds']:6.2f} {t['peak_rss_mib']:8.0f} {gpu} "
-                       f"{t['seconds'] / t['model_alone_seconds']:7.2f} {per_copy}  {stages}  {whole_text}",
+        self._line(size, row["megapixels"], row["stroke_scale"], row["tiled"], row.get("copy", {}), whole_text)
+        if "host" in row:  # the same job with the null model: the pipeline without the network
+            self._line("host only", row["megapixels"], row["stroke_scale"], row["host"], row.get("copy", {}), "")
+
+    def _line(self, label: str, megapixels: float, strokes: str, t: dict, copy: dict, whole_text: str) -> None:
+        if "error" in t:
+            self.out.print(f"{label:>15} {megapixels:7.1f} {strokes:>7}  failed: {t['error']}", markup=False,
+                           soft_wrap=True)
+            return
+        per_copy = f"{t['seconds'] / copy['seconds']:6.1f}" if "seconds" in copy else f"{'-':>6}"
+        per_model = f"{t['seconds'] / t['model_alone_seconds']:7.2f}" if "model_alone_seconds" in t else f"{'-':>7}"
+        stages = " ".join(f"{t['stages'].get(s, 0):6.1f}" for s in self.STAGES)
+        gpu = f"{t['peak_gpu_mib']:8.0f}" if "peak_gpu_mib" in t else f"{'-':>8}"
+        self.out.print(f"{label:>15} {megapixels:7.1f} {strokes:>7} {t['seconds']:8.1f} {megapixels / t['seconds']:6.2f} "
+                       f"{t['peak_rss_mib']:8.0f} {gpu} {per_model} {per_copy}  {stages}  {whole_text}",
                        markup=False, soft_wrap=True)
 
 

@@ -22,15 +22,16 @@ from .linear import LinearTransfer, linear_condition
 from .magenta import PREDICTOR_SIZE, StylePredictor, StyleTransformer, magenta_condition
 from .msgnet import STYLE_SIZE as MSGNET_STYLE_SIZE, MSGNet, msgnet_condition
 from .multistyle import NUM_PRESETS, MultiStyleTransformer, preset_condition
+from .null import Passthrough, passthrough_condition
 from .norm import Box, NormLayers, NormStats, PerInstance, Probe, ProbeDone, Replay, StatsPolicy, collect
 from .sanet import SANet, sanet_condition
 from .vgg import STYLE_SIDE, WCT, AdaIN, adain_condition, wct_condition
 
 __all__ = [
     "ModelSpec", "REGISTRY", "AUXILIARY", "get_spec", "load_parts", "load_weights", "check_state", "part_module",
-    "part_stems", "variant", "missing_parts", "packaged_weights_dir", "user_weights_dir", "find_weights", "Stylizer",
-    "Conditioning", "mix", "NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone",
-    "collect", "Box", "pad_to_valid", "valid_size", "zero_padded_copy", "PREDICTOR_SIZE", "NUM_PRESETS",
+    "part_stems", "variant", "missing_parts", "packaged_weights_dir", "user_cache_dir", "user_weights_dir",
+    "find_weights", "Stylizer", "Conditioning", "mix", "NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone",
+    "collect", "Box", "pad_to_valid", "valid_size", "zero_padded_copy", "PREDICTOR_SIZE", "NUM_PRESETS", "NULL_MODEL",
 ]
 
 
@@ -61,6 +62,7 @@ class ModelSpec:
     mixable: bool = True                          # several styles mix as a weighted sum of conditionings
 
 
+NULL_MODEL = "null"  # no network: measures the pipeline around one (see models/null.py)
 _VGG_PARTS = {"vgg_normalised": "encoder", "vgg_decoder": "decoder"}
 _VGG_SOURCE = "vgg_normalised.pth + decoder.pth of naoto0804/pytorch-AdaIN: urst weights import FILE --model adain"
 
@@ -99,6 +101,8 @@ REGISTRY: dict[str, ModelSpec] = {
                   {"msgnet": ""}, MSGNet, msgnet_condition, MSGNET_STYLE_SIZE, True, strength=False,
                   source="21styles.model of zhanghang1989/PyTorch-Multi-Style-Transfer: urst weights import "
                          "21styles.model --model msgnet"),
+        ModelSpec(NULL_MODEL, "no network: the input passes through unchanged (measures urst's own pipeline)",
+                  "none", {}, Passthrough, passthrough_condition, strength=False, source="urst: none are needed"),
     )
 }
 # weight files of networks that are not part of a stylizer; each builds the module its file fills
@@ -117,12 +121,16 @@ def packaged_weights_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "weights"
 
 
+def user_cache_dir() -> Path:
+    """urst's folder in the user's cache: $XDG_CACHE_HOME/urst (~/.cache/urst)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "urst"
+
+
 def user_weights_dir() -> Path:
     """Where imported weights live: $URST_WEIGHTS, else $XDG_CACHE_HOME/urst/weights (~/.cache/urst/weights)."""
     if os.environ.get("URST_WEIGHTS"):
         return Path(os.environ["URST_WEIGHTS"])
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "urst" / "weights"
+    return user_cache_dir() / "weights"
 
 
 def find_weights(stem: str, user_dir: Path | None = None) -> Path | None:

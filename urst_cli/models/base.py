@@ -33,7 +33,6 @@ class Stylizer(nn.Module):
       norm_channels:    channels of each instance-norm layer, in order.
       covariance_layers: layers that whiten by the channel covariance (``finish`` turns it into a transform).
       eps:              the instance-norm epsilon.
-      cpu_bfloat16:     run under bf16 autocast on CPUs with native bf16 by default (measured faster).
       float32_only:     never bf16 by default, not even on CUDA (CAP-VSTNet's inverse undoes each block
                         exactly only in float32: bf16 rounding of y1 = x1 + F(x2) is not undone).
       max_cpu_patch:    cap on the default CPU window side, where wider windows would break the 1 GiB budget.
@@ -50,7 +49,6 @@ class Stylizer(nn.Module):
     norm_channels: tuple[int, ...]
     covariance_layers: frozenset[int] = frozenset()
     eps: float = 1e-5
-    cpu_bfloat16: bool = False  # bf16 autocast measured faster on CPU for this network
     float32_only: bool = False  # --precision auto keeps float32 on CUDA too (bf16 would break the network)
     max_cpu_patch: int | None = None  # the largest default CPU window that keeps a job under 1 GiB (measured)
     default_context: int | None = None  # what the default overlap covers, if not the whole receptive radius

@@ -88,7 +88,6 @@ class LinearTransfer(Stylizer):
 
     min_side = 32
     covariance_layers = frozenset({1})
-    cpu_bfloat16 = True  # the VGG convolutions, as for adain/wct
     max_cpu_patch = 512
     cpu_whole_pixels = 500_000  # as the VGG models
 

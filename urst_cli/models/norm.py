@@ -148,10 +148,11 @@ class PerInstance(StatsPolicy):
 
     def __call__(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
         if index in self.layers.covariance_layers:
-            flat = x.float().flatten(2)
-            mean = flat.mean(dim=2, keepdim=True)
-            centred = flat - mean
-            return self.layers.finish(index, mean[..., None], centred @ centred.transpose(1, 2) / flat.shape[2])
+            with torch.autocast(x.device.type, enabled=False):  # statistics stay float32 under bf16 autocast
+                flat = x.float().flatten(2)
+                mean = flat.mean(dim=2, keepdim=True)
+                centred = flat - mean
+                return self.layers.finish(index, mean[..., None], centred @ centred.transpose(1, 2) / flat.shape[2])
         moments = [channel_var_mean(item) for item in x]
         var = torch.stack([v for v, _ in moments])[..., None, None]
         mean = torch.stack([m for _, m in moments])[..., None, None]
@@ -235,3 +236,4 @@ def collect(passes: Sequence, boxes: Sequence[Sequence[Box] | None], full_height
         answer = layers.finish(index, mean, second)
         live = paused
     return NormStats(tuple(means), tuple(seconds))
+

@@ -82,7 +82,6 @@ class SANet(Stylizer):
     pad_multiple = 16
     min_side = 32
     norm_channels = (512, 512)
-    cpu_bfloat16 = True  # its VGG convolutions, as for adain/wct
     max_cpu_patch = 512
     cpu_whole_pixels = 500_000  # a whole 1 MP pass peaked at 1.02 GiB
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU checks of the host pipeline (issue 17), in one command on a lent device machine (H100/H200, 16 cores):
+#   1. tests/test_cuda.py: the CUDA path against the CPU (float32 and the bf16 defaults, staging, GPU memory);
+#   2. the writer alone by encoder threads (benchmarks/writer_encoders.py, 256 MP from memory);
+#   3. the old and the new code on the same inputs, taking turns (benchmarks/ab.py) at 64, 256 and 1000 MP:
+#      `tiled`, urst bench's row (wall time, peak GPU memory, ÷ model alone, stage split; note that the old
+#      bench synchronised the device at every stage boundary, which slows its own job down), and `cli`, the
+#      wall time of `urst stylize` itself (the fair before/after); the new code's host-only ceiling (`host`,
+#      = urst bench --baseline-host) and libvips' copy of each input (`copy`, = --baseline-copy), once.
+# At most ~10 minutes (each step has its timeout; ab.json keeps what finished), plus the machine's start.
+# Goals: 1 GP <= 8 s, ÷ model alone <= 1.5 from 256 MP, peak GPU memory <= 2 GiB.
+#
+# Prepare here, in the repository's root (no GPU needed):
+#     bash benchmarks/gpu_check.sh prepare OLD_COMMIT      # e.g. the commit before issue 17
+# It puts the old code in .gpu-old/ and the wheels the device machine lacks (pyvips, its libvips, isal) in .whl/
+# (both ignored by git). Then call the device tool's run with
+#     command "bash benchmarks/gpu_check.sh", carry [".whl", ".gpu-old"], timeout_s 600
+# The table is at the end of the output; every run is in $OUT/ab.json, the logs in $OUT.
+set -o pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$1" = prepare ]; then
+    old=${2:?usage: gpu_check.sh prepare OLD_COMMIT}
+    rm -rf .gpu-old .whl && mkdir -p .gpu-old .whl || exit 1
+    git archive "$old" urst_cli weights | tar -x -C .gpu-old || exit 1
+    pip="${PYTHON:-.venv/bin/python} -m pip --disable-pip-version-check -q"
+    $pip wheel --no-deps -w .whl "pyvips==3.2.0" || exit 1   # pure Python; PyPI has it as source only
+    $pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl "pyvips-binary==8.18.7" "cffi==2.1.1" "pycparser==3.12" "isal==1.9.1" || exit 1
+    du -sh .gpu-old .whl
+    exit 0
+fi
+
+OUT=${OUT:-/tmp/urst-gpu-check}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    lscpu | grep -E "^Model name|^CPU\(s\)"
+    python3 -c "import torch, pyvips; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+                                             'libvips', pyvips.version(0), pyvips.version(1))"
+} 2>&1 | tee "$OUT/machine.txt"
+
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+
+timeout 45 python3 benchmarks/writer_encoders.py --megapixels 256 --encoders 1,2,4,8,16 2>&1 | tee "$OUT/writer.log"
+
+timeout 370 python3 benchmarks/ab.py --base .gpu-old --device cuda --sizes 64,256,1000 --modes tiled,cli,host \
+    --once copy --rounds 1 --json "$OUT/ab.json" 2>&1 | tee "$OUT/ab.log"

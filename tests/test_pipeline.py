@@ -1,0 +1,47 @@
+"""The pipeline around the network, with the null model (no network): the output is the input, byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+
+from conftest import resized, run_cli
+from urst_cli.job import Job, run
+from urst_cli.writer import OutputSpec
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return pyvips.Image.new_from_file(str(path)).numpy()
+
+
+@pytest.mark.parametrize("size,patch,batch", [((1001, 333), 128, 3), ((515, 517), 256, 1), ((37, 290), 96, 2)])
+@pytest.mark.parametrize("out", ["out.tif", "out.png"])
+def test_null_model_reproduces_the_input_at_any_tiling(tmp_path, small_photo, size, patch, batch, out):
+    src = resized(small_photo, tmp_path / "in.png", *size)
+    result = run(Job(input=src, output=OutputSpec(tmp_path / out), model="null", patch_size=patch, overlap=8,
+                     batch_size=batch))
+    assert result.patches > 1 or max(size) <= patch
+    np.testing.assert_array_equal(_pixels(tmp_path / out), _pixels(src))
+
+
+def test_null_model_carries_alpha_and_reads_tiled_input_through_the_cli(tmp_path, small_photo):
+    rgb = pyvips.Image.new_from_file(str(small_photo))
+    alpha = (rgb[0] // 2 + 40).cast("uchar")
+    src = tmp_path / "in.tif"
+    rgb.bandjoin(alpha).tiffsave(str(src), tile=True, tile_width=64, tile_height=64, compression="deflate")
+    run_cli("stylize", src, "--model", "null", "-o", tmp_path / "out.tif", "--patch-size", "128", "--quiet",
+            check=True)
+    np.testing.assert_array_equal(_pixels(tmp_path / "out.tif"), _pixels(src))
+
+
+def test_null_model_refuses_a_style_and_weights_in_one_line(tmp_path, small_photo, painting):
+    styled = run_cli("stylize", small_photo, "--model", "null", "-s", painting, "-o", tmp_path / "out.tif")
+    state = tmp_path / "state.pth"
+    state.write_bytes(b"not needed")
+    imported = run_cli("weights", "import", state, "--model", "null", "--weights-dir", tmp_path / "weights")
+    for proc, says in ((styled, "takes no style"), (imported, "has no weights to import")):
+        assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.tif").exists()
