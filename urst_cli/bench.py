@@ -192,8 +192,8 @@ def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambd
               stroke_scales: tuple[str, ...] = ("auto",)) -> list[dict]:
     """Measure every size at every stroke scale, one row per size and stroke scale; with the first stroke scale
     also the whole-image baseline (up to where it runs out of memory); with ``copy_baseline``, ``vips copy``
-    of the same input to a tiled deflate BigTIFF: the I/O floor; with ``host_baseline``, the same job with the
-    null model instead of the network: urst's own pipeline."""
+    of the same input to a tiled deflate BigTIFF: the I/O floor; with ``host_baseline``, in every row, the same
+    job (same stroke scale) with the null model instead of the network: urst's own pipeline."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="urst-bench-") as scratch:
         whole_failed = False
@@ -201,16 +201,18 @@ def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambd
             path = Path(scratch) / f"input_{mp:g}mp.{options.get('input_format', 'tif')}"
             width, height = make_input(Path(options["source_path"]), mp, path)
             spec = {**options, "input": str(path), "output": str(Path(scratch) / "out.tif"), "mode": "tiled"}
-            for i, strokes in enumerate(stroke_scales):  # the baselines are the same for every stroke scale
+            for i, strokes in enumerate(stroke_scales):
                 row = {"megapixels": width * height / 1e6, "width": width, "height": height, "input": path.suffix[1:],
                        "stroke_scale": strokes, "tiled": _spawn({**spec, "stroke_scale": strokes})}
+                # the whole image and the copy are the same for every stroke scale; the host pipeline is not
+                # (each level is a pass of its own), so it runs beside every row, with the row's levels
                 if baseline and not whole_failed and i == 0:
                     row["whole"] = _spawn({**spec, "mode": "whole"}, options.get("memory_limit"))
                     whole_failed = row["whole"].get("oom", False) or "error" in row["whole"]
                 if copy_baseline and i == 0:
                     row["copy"] = _spawn({**spec, "mode": "copy"})
-                if host_baseline and i == 0:
-                    row["host"] = _spawn({**spec, "mode": "host"})
+                if host_baseline:
+                    row["host"] = _spawn({**spec, "mode": "host", "stroke_scale": strokes})
                 rows.append(row)
                 on_result(row)
             path.unlink()
