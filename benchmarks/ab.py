@@ -2,7 +2,7 @@
 machine's speed affects alike.
 
     python benchmarks/ab.py --base /path/to/old/checkout [--sizes 64] [--modes tiled,host] [--rounds 3]
-                            [--device cpu|cuda] [--once copy] [--json runs.json]
+                            [--device cpu|cuda] [--once copy] [--stroke-scale 1] [--json runs.json]
 
 Each round runs every mode of every size with the old tree, then with this one (the order swapped every round),
 each in a fresh process with the tree first on PYTHONPATH, and prints every run, then the medians and new/old
@@ -12,6 +12,8 @@ model alone before and after it), ``host`` the same job with the null model (``-
 tree without it), ``cli`` the wall time of ``urst stylize`` itself (process start and model loading included, no
 instrumentation), ``copy`` libvips copying the input (``--baseline-copy``). ``--once`` modes run once, with
 this tree. Inputs are made once per size, as ``urst bench`` makes them (tiled JPEG BigTIFFs of the shipped photo).
+Every mode runs at ``--stroke-scale`` (default 1, single-scale: what a tree from before multi-scale stylization
+does, so the two compare the same work); other stroke scales skip trees without multi-scale stylization.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def wait_for_quiet(limit: float) -> None:
             return
 
 
-def measured(tree: Path, mode: str, path: Path, scratch: Path, device: str, clean: float, tries: int) -> dict:
+def measured(tree: Path, mode: str, path: Path, scratch: Path, device: str, strokes: str, clean: float,
+             tries: int) -> dict:
     """``run_mode``, with the share of the machine other processes used meanwhile ("foreign"); on a shared
     machine a run is repeated (up to ``tries`` times, each after a quiet second) until that share is at most
     ``clean``, and the least disturbed run is kept."""
@@ -65,7 +68,7 @@ def measured(tree: Path, mode: str, path: Path, scratch: Path, device: str, clea
     for _ in range(tries):
         wait_for_quiet(120)
         busy, own, started = busy_seconds(), children_seconds(), time.perf_counter()
-        result = run_mode(tree, mode, path, scratch, device)
+        result = run_mode(tree, mode, path, scratch, device, strokes)
         wall = time.perf_counter() - started
         result["foreign"] = max(0.0, (busy_seconds() - busy) - (children_seconds() - own)) / (wall * os.cpu_count())
         if kept is None or result["foreign"] < kept["foreign"]:
@@ -75,20 +78,21 @@ def measured(tree: Path, mode: str, path: Path, scratch: Path, device: str, clea
     return kept
 
 
-def run_mode(tree: Path, mode: str, path: Path, scratch: Path, device: str) -> dict:
+def run_mode(tree: Path, mode: str, path: Path, scratch: Path, device: str, strokes: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
     style = str(DATA / "starry_night.jpg")
     if mode == "cli":
+        stroke_option = ["--stroke-scale", strokes] if multiscale(tree) else []
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "urst_cli", "stylize", str(path), "-s", style, "-o",
-                               str(scratch / "out.tif"), "--device", device, "--overwrite", "--quiet"],
-                              capture_output=True, text=True, env=env, cwd=tree)
+                               str(scratch / "out.tif"), "--device", device, "--overwrite", "--quiet",
+                               *stroke_option], capture_output=True, text=True, env=env, cwd=tree)
         if proc.returncode != 0:
             return {"error": proc.stderr.strip().splitlines()[-1:]}
         return {"seconds": time.perf_counter() - started}
     spec = {"input": str(path), "output": str(scratch / "out.tif"), "mode": mode, "model": "magenta",
             "styles": [style], "presets": [], "stats": "auto", "patch_size": None, "batch_size": None,
-            "device": device, "weights_dir": None}
+            "device": device, "weights_dir": None, "stroke_scale": strokes}  # an older bench ignores it
     proc = subprocess.run([sys.executable, "-m", "urst_cli.bench", json.dumps(spec)], capture_output=True, text=True,
                           env=env, cwd=tree)
     if proc.returncode != 0:
@@ -96,8 +100,15 @@ def run_mode(tree: Path, mode: str, path: Path, scratch: Path, device: str) -> d
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def supports(tree: Path, mode: str) -> bool:
-    """Whether the tree's bench knows ``mode`` (an older bench runs an unknown mode as a tiled job)."""
+def multiscale(tree: Path) -> bool:
+    """Whether the tree has multi-scale stylization (``--stroke-scale``; without it every job is single-scale)."""
+    return (tree / "urst_cli" / "multiscale.py").is_file()
+
+
+def supports(tree: Path, mode: str, strokes: str) -> bool:
+    """Whether the tree can run ``mode`` at ``strokes`` (an older bench runs an unknown mode as a tiled job)."""
+    if strokes != "1" and not multiscale(tree):
+        return False
     return mode != "host" or "_host_only" in (tree / "urst_cli" / "bench.py").read_text()
 
 
@@ -126,6 +137,7 @@ def main() -> None:
     parser.add_argument("--once", default="", help="modes run once, with this tree (e.g. copy)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--stroke-scale", default="1", help="every job's stroke scale (default 1: single-scale)")
     parser.add_argument("--json", type=Path, help="every run, rewritten after each one")
     parser.add_argument("--clean", type=float, default=0.05, help="most share of the CPUs other processes may use "
                         "during a run before it is repeated (a shared machine)")
@@ -147,15 +159,16 @@ def main() -> None:
             path = scratch / f"input_{size:g}mp.tif"
             width, height = make_input(DATA / "sunset_hills.jpg", size, path)
             mp = width * height / 1e6
-            print(f"{width}x{height} ({mp:.1f} MP), device {args.device}", flush=True)
+            print(f"{width}x{height} ({mp:.1f} MP), device {args.device}, stroke scale {args.stroke_scale}", flush=True)
             for k in range(args.rounds):
                 for side in (("old", "new") if k % 2 == 0 else ("new", "old")):
                     for mode in modes:
-                        if supports(trees[side], mode):
+                        if supports(trees[side], mode, args.stroke_scale):
                             record(size, mode, side, measured(trees[side], mode, path, scratch, args.device,
-                                                              args.clean, args.tries), mp)
+                                                              args.stroke_scale, args.clean, args.tries), mp)
             for mode in (m for m in args.once.split(",") if m):
-                record(size, mode, "new", measured(ROOT, mode, path, scratch, args.device, args.clean, args.tries), mp)
+                record(size, mode, "new", measured(ROOT, mode, path, scratch, args.device, args.stroke_scale,
+                                                   args.clean, args.tries), mp)
             for mode in modes:  # medians, and the fastest runs (the least disturbed on a shared machine)
                 medians, best = {}, {}
                 for side in ("old", "new"):

@@ -16,6 +16,10 @@
 # (both ignored by git). Then call the device tool's run with
 #     command "bash benchmarks/gpu_check.sh", carry [".whl", ".gpu-old"], timeout_s 600
 # The table is at the end of the output; every run is in $OUT/ab.json, the logs in $OUT.
+#
+# A dry run of the same steps here, on the CPU at small sizes with this checkout's .venv (after prepare), checks
+# that the script still runs against the current CLI before device time is spent on it:
+#     DRY=1 bash benchmarks/gpu_check.sh
 set -o pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,21 +36,30 @@ if [ "$1" = prepare ]; then
     exit 0
 fi
 
-OUT=${OUT:-/tmp/urst-gpu-check}
+if [ -n "$DRY" ]; then
+    OUT=${OUT:-/tmp/urst-gpu-check-dry} device=cpu sizes=0.5,2 writer_mp=4 encoders=1,2
+    python=$(pwd)/.venv/bin/python
+else
+    OUT=${OUT:-/tmp/urst-gpu-check} device=cuda sizes=64,256,1000 writer_mp=256 encoders=1,2,4,8,16
+    python=python3
+    $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     lscpu | grep -E "^Model name|^CPU\(s\)"
-    python3 -c "import torch, pyvips; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+    $python -c "import torch, pyvips; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
                                              'libvips', pyvips.version(0), pyvips.version(1))"
 } 2>&1 | tee "$OUT/machine.txt"
 
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+timeout 150 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
 
-timeout 45 python3 benchmarks/writer_encoders.py --megapixels 256 --encoders 1,2,4,8,16 2>&1 | tee "$OUT/writer.log"
+timeout 45 $python benchmarks/writer_encoders.py --megapixels $writer_mp --encoders $encoders 2>&1 \
+    | tee "$OUT/writer.log"
 
-timeout 370 python3 benchmarks/ab.py --base .gpu-old --device cuda --sizes 64,256,1000 --modes tiled,cli,host \
+# single-scale (--stroke-scale 1, ab.py's default): the old tree predates multi-scale stylization
+timeout 370 $python benchmarks/ab.py --base .gpu-old --device $device --sizes $sizes --modes tiled,cli,host \
     --once copy --rounds 1 --json "$OUT/ab.json" 2>&1 | tee "$OUT/ab.log"
