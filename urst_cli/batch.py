@@ -28,7 +28,7 @@ from .multiscale import COARSE_SAMPLE_SIZE, halve
 from .reader import ImageInfo, open_rgb, probe
 
 __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELDS", "FORMAT_SUFFIXES",
-           "IMAGE_SUFFIXES", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch", "preview_copy"]
+           "IMAGE_SUFFIXES", "spool", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch", "preview_copy"]
 
 # files a folder is searched for (named files are always tried, whatever their name)
 IMAGE_SUFFIXES = frozenset(".jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .avif .jp2 .j2k .jxl .gif .pnm .ppm "
@@ -81,7 +81,7 @@ def _folder_images(folder: Path, recursive: bool) -> list[Path]:
     return found
 
 
-def _spool(stream: BinaryIO, dest: Path) -> Path:
+def spool(stream: BinaryIO, dest: Path) -> Path:
     """Standard input copied to a file: TIFF (and libvips' loaders in general) need to seek."""
     with open(dest, "wb") as out:
         shutil.copyfileobj(stream, out, 1 << 20)
@@ -110,7 +110,7 @@ def expand_inputs(args: Iterable[str], recursive: bool = False, files_from: str 
         if name == "-":
             if workdir is None:
                 raise UrstError("reading an image from stdin needs a work folder", EXIT_USAGE)
-            sources.append(Source(_spool(stdin, workdir / "stdin"), "-", Path(".")))
+            sources.append(Source(spool(stdin, workdir / "stdin"), "-", Path(".")))
             continue
         path = Path(name)
         if path.is_dir():

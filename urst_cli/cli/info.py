@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -31,6 +32,7 @@ def info(
 
     Exit status as stylize: 3 when the one file cannot be read, 5 when some of several could not.
     """
+    from ..batch import spool
     from ..bench import DATA
     from ..describe import header, job_plan
     from ..job import Job, prepare
@@ -50,7 +52,7 @@ def info(
     with tempfile.TemporaryDirectory(prefix="urst-") as workdir:
         for name in files:
             try:
-                path = _stdin_copy(Path(workdir)) if name == "-" else Path(name)
+                path = spool(sys.stdin.buffer, Path(workdir) / "stdin") if name == "-" else Path(name)
                 facts = header(path)
                 facts["path"] = name
                 facts["urst"] = job_plan(facts["width"], facts["height"], 4 if facts["alpha"] else 3, job, prepared)
@@ -63,16 +65,6 @@ def info(
             typer.echo(json.dumps(facts) if as_json else _text(facts))
     if failures:
         raise typer.Exit(failures[0].exit_code if len(files) == 1 else EXIT_SOME_FAILED)
-
-
-def _stdin_copy(workdir: Path) -> Path:
-    import shutil
-    import sys
-
-    path = workdir / "stdin"
-    with open(path, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
-    return path
 
 
 def _mb(n: int) -> str:
