@@ -258,18 +258,23 @@ class BatchOptions:
 
 
 class _FileProgress(Progress):
-    """job.Progress callbacks turned into throttled progress events of one file."""
+    """job.Progress callbacks turned into throttled progress events of one file.
 
-    def __init__(self, emit: Emit, index: int, pixels: int, interval: float):
-        self.emit, self.index, self.pixels, self.interval = emit, index, pixels, interval
+    A multi-scale job paints several passes (levels), each from 0 to 1 of its own patches: the rate is the
+    pass's own pixels over its time, the file's fraction and ETA count every pass's pixels."""
+
+    def __init__(self, emit: Emit, index: int, interval: float):
+        self.emit, self.index, self.interval = emit, index, interval
         self.stage_text, self.total, self.done, self.started, self.last = "", 0, 0, 0.0, 0.0
+        self.pixels, self.pixels_before, self.pixels_all, self.file_fraction = 0, 0, 1, 0.0
 
     def stage(self, text: str) -> None:
         self.stage_text = text
-        self.emit(FileProgress(self.index, text, 0.0, None, None))
+        self.emit(FileProgress(self.index, text, 0.0, None, None, round(self.file_fraction, 4)))
 
-    def start_patches(self, total: int) -> None:
+    def start_patches(self, total: int, pixels: int, pixels_before: int, pixels_all: int) -> None:
         self.total, self.done, self.started = total, 0, time.perf_counter()
+        self.pixels, self.pixels_before, self.pixels_all = pixels, pixels_before, max(pixels_all, 1)
         self.last = self.started
 
     def advance(self, patches: int) -> None:
@@ -279,11 +284,14 @@ class _FileProgress(Progress):
             return
         self.last = now
         fraction = self.done / max(self.total, 1)
+        painted = self.pixels_before + fraction * self.pixels
+        self.file_fraction = painted / self.pixels_all
         elapsed = now - self.started
-        rate = fraction * self.pixels / 1e6 / elapsed if elapsed > 0 else None
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-        self.emit(FileProgress(self.index, self.stage_text, round(fraction, 4), rate and round(rate, 3),
-                               eta if eta is None else round(eta, 1)))
+        rate = fraction * self.pixels / elapsed if elapsed > 0 else 0.0  # pixels per second
+        eta = (self.pixels_all - painted) / rate if rate > 0 else None
+        self.emit(FileProgress(self.index, self.stage_text, round(fraction, 4),
+                               round(rate / 1e6, 3) if rate > 0 else None, eta if eta is None else round(eta, 1),
+                               round(self.file_fraction, 4)))
 
 
 def preview_copy(path: Path, k: int, dest: Path) -> Path:
@@ -411,7 +419,7 @@ def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: Ba
         job = replace(job, input=source, stroke_scale="1", sample=sample)
     emit(FileStart(index, item.source.label, str(item.output), info.width, info.height))
     try:
-        result = run(job, _FileProgress(emit, index, info.pixels, options.progress_interval), prepared=prepared)
+        result = run(job, _FileProgress(emit, index, options.progress_interval), prepared=prepared)
     finally:
         if options.preview:
             source.unlink(missing_ok=True)
