@@ -105,8 +105,9 @@ def test_one_file_outputs_take_one_input(tmp_path):
     with pytest.raises(UrstError, match="disagree"):
         name_outputs(two[:1], Naming(output="o.tif", format="png"))
     assert name_outputs(two[:1], Naming(output="o.jpeg", format="jpg"))[0].output == Path("o.jpeg")
-    with pytest.raises(UrstError, match="needs --format"):
-        name_outputs(two[:1], Naming(output="-"))
+    for unfit in (None, "dzi", "iiif"):  # many files each
+        with pytest.raises(UrstError, match="needs --format"):
+            name_outputs(two[:1], Naming(output="-", format=unfit))
     [item] = name_outputs(two[:1], Naming(output="-", format="webp"))
     assert item.output == STDOUT and item.stdout_suffix == ".webp"
     with pytest.raises(UrstError, match="stdin"):

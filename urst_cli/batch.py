@@ -20,22 +20,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from . import deepzoom
 from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SOME_FAILED, EXIT_USAGE, UrstError
 from .events import (Emit, FileDone, FileError, FileProgress, FileSkipped, FileStart, Start, Summary, error_kind)
 from .heap import resident_bytes, trim_heap
 from .job import Job, Prepared, Progress, coarsest_level, prepare, run
 from .multiscale import COARSE_SAMPLE_SIZE, halve
 from .reader import ImageInfo, open_rgb, probe
+from .writer import OutputSpec
 
 __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELDS", "FORMAT_SUFFIXES",
-           "IMAGE_SUFFIXES", "spool", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch", "preview_copy"]
+           "IMAGE_SUFFIXES", "spool", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch",
+           "preview_copy"]
 
 # files a folder is searched for (named files are always tried, whatever their name)
 IMAGE_SUFFIXES = frozenset(".jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .avif .jp2 .j2k .jxl .gif .pnm .ppm "
                            ".pgm .pbm .pfm .hdr .exr .fits .v".split())
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # hidden files (.DS_Store, ._x) go too
 FORMAT_SUFFIXES = {"tif": ".tif", "png": ".png", "jpg": ".jpg", "webp": ".webp", "dzi": ".dzi",
-                   "szi": ".szi"}  # --format
+                   "szi": ".szi", "iiif": ".iiif"}  # --format
 _SAME_FORMAT = {".tiff": ".tif", ".jpeg": ".jpg"}
 STDOUT = Path("-")
 TEMPLATE_FIELDS = {
@@ -171,7 +174,7 @@ def _render(pattern: str, fields: dict) -> Path:
 
 
 def _previewed(path: Path) -> Path:
-    suffix = ".png" if path.suffix.lower() in (".dzi", ".szi") else path.suffix
+    suffix = ".png" if path.suffix.lower() in (".dzi", ".szi", ".iiif") else path.suffix
     return path.with_name(f"{path.stem}_preview{suffix}")
 
 
@@ -196,13 +199,14 @@ def name_outputs(sources: list[Source], naming: Naming) -> list[Item]:
     out, ext = naming.output, (naming.format or "tif")
     if naming.format is not None and naming.format not in FORMAT_SUFFIXES:
         raise UrstError(f"--format {naming.format}: use one of {', '.join(FORMAT_SUFFIXES)}", EXIT_USAGE)
-    if out == "-" or out is not None and "{" not in out and not out.endswith(("/", os.sep)) and not Path(out).is_dir():
+    to_folder = out is not None and (out.endswith(("/", os.sep)) or _folder_of_outputs(out))
+    if out == "-" or out is not None and "{" not in out and not to_folder:
         if len(sources) > 1:
             raise UrstError(f"-o {out} names one file, but there are {len(sources)} inputs: give a folder "
                             "(-o DIR/) or a template (-o '{dir}/{stem}_{style}.{ext}')", EXIT_USAGE)
         if out == "-":
-            if naming.format in (None, "dzi"):
-                raise UrstError("-o - (stdout) needs --format tif, png, jpg or webp", EXIT_USAGE)
+            if naming.format in (None, "dzi", "iiif"):  # many files each
+                raise UrstError("-o - (stdout) needs --format tif, png, jpg, webp or szi", EXIT_USAGE)
             return [Item(sources[0], STDOUT, stdout_suffix=FORMAT_SUFFIXES[naming.format])]
         path = Path(out)
         if naming.format is not None and _SAME_FORMAT.get(path.suffix.lower(), path.suffix.lower()) != \
@@ -237,6 +241,11 @@ def name_outputs(sources: list[Source], naming: Naming) -> list[Item]:
         skip = f"it is the output of {sources[other].label} in this batch" if other not in (None, i) else None
         items.append(Item(source, numbered(path) if out is None and naming.numbered else path, made, skip=skip))
     return items
+
+
+def _folder_of_outputs(out: str) -> bool:
+    """Whether ``-o out`` (no trailing /) is an existing folder to write into, not an IIIF output (a folder too)."""
+    return Path(out).is_dir() and Path(out).suffix.lower() != FORMAT_SUFFIXES["iiif"]
 
 
 def _clashes(paths: list[Path]) -> set[int]:
@@ -424,13 +433,19 @@ def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: Ba
         if options.preview:
             source.unlink(missing_ok=True)
         trim_heap()  # what the image's buffers freed goes back now, not after the next image
-    size = output.stat().st_size
+    size = _bytes_written(job.output)
     if item.output == STDOUT:
         try:
             _copy_out(output, options.stdout or sys.stdout.buffer)
         finally:
             output.unlink()
     return result, size
+
+
+def _bytes_written(output: OutputSpec) -> int:
+    """The size of an output: a file, or all the files of a tile pyramid (.dzi's folder, an IIIF folder)."""
+    paths = deepzoom.occupied(output.path, output.format)
+    return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
 
 
 def _copy_out(path: Path, stream: BinaryIO) -> None:
