@@ -79,10 +79,12 @@ def _text(f: dict) -> str:
     levels = ", ".join(f"{w}x{h}" for w, h in f["levels"])
     u = f["urst"]
     gpu = f", GPU {u['gpu_batch_mib']:.0f} MiB a batch" if u["gpu_batch_mib"] is not None else ""
+    painted = f" in {len(u['levels'])} levels ({', '.join(f'{w}x{h}' for w, h in u['levels'])})" \
+        if len(u["levels"]) > 1 else ""
     return (f"{f['path']}: {f['width']}x{f['height']}, {f['bands']} bands{' with alpha' if f['alpha'] else ''}, "
             f"{f['format']}{tiff}, {f['bit_depth']}-bit {f['sample_format']}, {f['colour_space']}, {icc_text}, "
             f"{tile}, {len(f['levels'])} level{'s' if len(f['levels']) > 1 else ''} ({levels}), "
             f"{_mb(f['file_bytes'])}\n"
             f"  urst: {u['model']} on {u['device']}, {u['patch']} px patches ({u['overlap']} px context, batch "
-            f"{u['batch']}): {u['patches']} patches, stats {u['stats']}, output ~{_mb(u['output_bytes_estimate'])} "
+            f"{u['batch']}): {u['patches']} patches{painted}, stats {u['stats']}, output ~{_mb(u['output_bytes_estimate'])} "
             f"(tif), peak RSS ~{u['peak_rss_mib_estimate']} MiB{gpu}")
