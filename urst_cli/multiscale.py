@@ -232,7 +232,10 @@ def levels_folder(output: Path) -> Path:
 def build_photo_pyramid(input_path: Path, levels: list[Level], files: LevelFiles) -> None:
     """photo_1 .. photo_K as tiled TIFFs, each halved from the one above (the input decoded once).
 
-    Files already there (a resumed job) are kept; each is written aside and renamed when complete.
+    JPEG at quality 95: 0.6 bytes a pixel, 0.7 levels from the photo on average (the sunset photo at
+    2136x1424); lossless deflate took 2.1 and put the temporary files at 0.58 of the output's size at their
+    peak. The photo is only what the network repaints. Files already there (a resumed job) are kept; each is written
+    aside and renamed when complete.
     """
     previous = None
     for level in sorted(levels, key=lambda lv: lv.index)[1:]:
@@ -242,6 +245,6 @@ def build_photo_pyramid(input_path: Path, levels: list[Level], files: LevelFiles
                 pyvips.Image.new_from_file(str(previous), access="sequential")
             partial = path.with_name(path.name + ".partial")
             halve(above).tiffsave(str(partial), tile=True, tile_width=256, tile_height=256, bigtiff=True,
-                                  compression="deflate", predictor="horizontal", level=1)
+                                  compression="jpeg", Q=95)
             os.replace(partial, path)
         previous = path
