@@ -15,6 +15,7 @@ import pytest
 import pyvips
 
 from conftest import ROOT, resized, run_cli, wait_for
+from urst_cli import batch
 from urst_cli.batch import STDOUT, Naming, Source, expand_inputs, name_outputs
 from urst_cli.errors import EXIT_SOME_FAILED, EXIT_USAGE, UrstError
 from urst_cli.events import SCHEMA
@@ -104,8 +105,9 @@ def test_one_file_outputs_take_one_input(tmp_path):
     with pytest.raises(UrstError, match="disagree"):
         name_outputs(two[:1], Naming(output="o.tif", format="png"))
     assert name_outputs(two[:1], Naming(output="o.jpeg", format="jpg"))[0].output == Path("o.jpeg")
-    with pytest.raises(UrstError, match="needs --format"):
-        name_outputs(two[:1], Naming(output="-"))
+    for unfit in (None, "dzi", "iiif"):  # many files each
+        with pytest.raises(UrstError, match="needs --format"):
+            name_outputs(two[:1], Naming(output="-", format=unfit))
     [item] = name_outputs(two[:1], Naming(output="-", format="webp"))
     assert item.output == STDOUT and item.stdout_suffix == ".webp"
     with pytest.raises(UrstError, match="stdin"):
@@ -118,6 +120,34 @@ def test_an_input_that_is_another_inputs_output_is_skipped(tmp_path):
     done = _touch(tmp_path / "a_monet.tif")
     items = name_outputs([_source(str(a)), _source(str(done))], Naming(style="monet", numbered=False))
     assert items[0].skip is None and "output of" in items[1].skip
+
+
+def test_progress_of_a_multiscale_file_counts_each_levels_own_pixels(monkeypatch):
+    """A level's rate is its own pixels over its time; the file's fraction and ETA count every level, so
+    neither the rate of a coarse level nor the bars jump (a quarter-size level is not the whole image)."""
+    clock = [0.0]
+    monkeypatch.setattr(batch.time, "perf_counter", lambda: clock[0])
+    events = []
+    progress = batch._FileProgress(events.append, 0, interval=0.0)
+    progress.stage("level 1/2 800x500: stylizing")
+    progress.start_patches(4, 400_000, 0, 2_000_000)
+    for _ in range(4):
+        clock[0] += 1
+        progress.advance(1)
+    end_of_coarse = events[-1]
+    assert (end_of_coarse.fraction, end_of_coarse.mp_per_s, end_of_coarse.file_fraction) == (1.0, 0.1, 0.2)
+    assert end_of_coarse.eta_s == 16.0  # the full-size level's 1.6 MP at 0.1 MP/s
+    clock[0] = 10.0
+    progress.stage("level 2/2 1600x1000: statistics")
+    assert events[-1].file_fraction == 0.2 and events[-1].mp_per_s is None
+    progress.start_patches(8, 1_600_000, 400_000, 2_000_000)
+    for _ in range(8):
+        clock[0] += 1
+        progress.advance(1)
+    assert (events[-7].fraction, events[-7].mp_per_s, events[-7].file_fraction, events[-7].eta_s) == \
+        (0.25, 0.2, 0.4, 6.0)
+    fractions = [e.file_fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and events[-1].eta_s == 0.0
 
 
 # --- real batches -----------------------------------------------------------------------------------------
@@ -142,7 +172,7 @@ def batch_dir(tmp_path_factory, photo):
 EVENT_FIELDS = {
     "start": {"files", "pixels"},
     "file_start": {"index", "input", "output", "width", "height"},
-    "progress": {"index", "stage", "fraction", "mp_per_s", "eta_s"},
+    "progress": {"index", "stage", "fraction", "mp_per_s", "eta_s", "file_fraction"},
     "file_done": {"index", "input", "output", "width", "height", "bytes", "seconds", "mp_per_s", "stats_mode",
                   "levels", "peak_rss_mib", "rss_mib", "peak_gpu_mib"},
     "file_skipped": {"index", "input", "output", "reason"},
@@ -183,6 +213,9 @@ def test_batch_json_events_failures_and_resume(tmp_path, batch_dir, painting):
     big = next(e for e in by_kind["file_done"] if e["input"].endswith("b.jpg"))
     rates = [p["mp_per_s"] for p in by_kind["progress"] if p["index"] == big["index"] and p["fraction"] > 0]
     assert rates and all(r > 0 for r in rates)  # the per-file bar's MP/s
+    for done in by_kind["file_done"]:  # what the bars show only ever grows
+        file_fractions = [p["file_fraction"] for p in by_kind["progress"] if p["index"] == done["index"]]
+        assert file_fractions == sorted(file_fractions) and file_fractions[-1] == 1.0
     assert "Error:" in proc.stderr and "5 done, 0 skipped, 2 failed of 7 files" in proc.stderr
 
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
@@ -295,7 +328,7 @@ def test_prepared_once_equals_prepared_per_image(tmp_path, batch_dir, painting, 
 
 
 def test_terminal_shows_a_batch_bar_above_the_file_bar_with_its_rate(batch_dir, painting, tmp_path):
-    """On a terminal (a pty here) the whole-batch bar (files) sits above the file's, whose MP/s is filled in."""
+    """On a terminal (a pty here) the whole-batch bar (files, megapixels) sits above the file's, whose MP/s is filled in."""
     import re
     import threading
 
@@ -323,6 +356,8 @@ def test_terminal_shows_a_batch_bar_above_the_file_bar_with_its_rate(batch_dir, 
     screen = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", b"".join(chunks)).decode(errors="replace")
     assert proc.returncode == 0, screen
     lines = [line for chunk in screen.split("\r") for line in chunk.split("\n")]
-    assert any(re.match(r"[01]/2 files", line) for line in lines), screen[-2000:]
-    assert any(re.search(r"b\.jpg: stylizing .* \d+\.\d\d MP/s", line) for line in lines), screen[-2000:]
+    assert any(re.match(r"[01]/2 files, \d+\.\d/0\.6 MP", line) for line in lines), screen[-2000:]  # 900x600 + 320x213
+    # the file bar's MP/s (rich redraws 10 times a second: a file done sooner may not be drawn mid-way, but the
+    # last file's bar is drawn once more, complete, as the bars close)
+    assert any(re.search(r"(b\.jpg|a\.png): stylizing .* \d+\.\d\d MP/s", line) for line in lines), screen[-2000:]
     assert "2 done, 0 skipped, 0 failed of 2 files" in screen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import pyvips
 import torch
 
-from conftest import resized
+from conftest import resized, run_cli
 from urst_cli.engine import Runner
 from urst_cli.job import Job, conditioning, load_model, run
 from urst_cli.writer import OutputSpec
@@ -78,3 +79,10 @@ def test_default_job_stays_under_2_gib_of_gpu_memory(tmp_path, photo, painting, 
     peak = torch.cuda.max_memory_allocated() / 2**20
     print(f"{megapixels} MP: stats {result.stats_mode}, peak GPU {peak:.0f} MiB")
     assert peak <= 2048
+
+
+def test_info_measures_a_batchs_gpu_memory(photo_1mp):
+    """`urst info` on CUDA says what one batch of patches takes on this GPU, measured, within the 1.5 GiB budget."""
+    facts = json.loads(run_cli("info", photo_1mp, "--json", "--device", "cuda", check=True).stdout)["urst"]
+    assert facts["device"] == "cuda" and facts["patch"] == 1024 and facts["batch"] >= 1
+    assert 0 < facts["gpu_batch_mib"] <= 1536 and facts["peak_rss_mib_estimate"] > 1000

@@ -137,6 +137,19 @@ def test_stylize_writes_pyramids_by_format(tmp_path, small_photo):
     assert (read_descriptor(made).width, read_descriptor(made).height) == (384, 256)
 
 
+def test_stylize_writes_iiif_folders(tmp_path, small_photo):
+    """-o NAME.iiif (or --format iiif) is an IIIF folder; run again with --overwrite it is replaced, not written into."""
+    out = tmp_path / "one.iiif"
+    for again in ([], ["--overwrite"]):
+        proc = run_cli("stylize", small_photo, "--preset", "1", "-o", out, "--json", *again, check=True)
+        [done] = [e for e in map(json.loads, proc.stdout.splitlines()) if e["event"] == "file_done"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["one.iiif"]
+        assert (read_descriptor(out).width, read_descriptor(out).height) == (384, 256)
+        assert done["bytes"] == sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    run_cli("stylize", small_photo, "--preset", "1", "-o", f"{tmp_path}/out/", "--format", "iiif", check=True)
+    assert json.loads((tmp_path / "out" / "small_preset1.iiif" / "info.json").read_text())["width"] == 384
+
+
 @pytest.mark.parametrize("kind", ["dzi", "szi", "iiif"])
 def test_any_file_name(tmp_path, image, kind):
     """Brackets (which libvips reads as options in a file name), dots and spaces are only a name."""

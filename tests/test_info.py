@@ -45,3 +45,14 @@ def test_info_reads_stdin_and_reports_bad_files(tmp_path, photo):
     assert bad["exit_code"] == 3 and "not an image" in bad["error"]
     text = run_cli("info", src, check=True).stdout
     assert "300x200" in text and "patches" in text
+
+
+def test_info_counts_every_multiscale_level(tmp_path):
+    """A 4000x3000 image is painted at 1000x750, 2000x1500, then at full size: every pass's patches are counted."""
+    pyvips.Image.black(4000, 3000, bands=3).tiffsave(str(tmp_path / "big.tif"), tile=True, compression="deflate")
+    pyvips.Image.black(1000, 750, bands=3).tiffsave(str(tmp_path / "small.tif"), tile=True, compression="deflate")
+    proc = run_cli("info", "--json", tmp_path / "big.tif", tmp_path / "small.tif", check=True)
+    big, small = (json.loads(line)["urst"] for line in proc.stdout.splitlines())
+    assert big["levels"] == [[1000, 750], [2000, 1500], [4000, 3000]] and small["levels"] == [[1000, 750]]
+    assert big["patches"] > 16 * small["patches"]  # 1 + 4 + 16 times the small one's pixels
+    assert "in 3 levels (1000x750, 2000x1500, 4000x3000)" in run_cli("info", tmp_path / "big.tif", check=True).stdout

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from . import deepzoom
 from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SOME_FAILED, EXIT_USAGE, UrstError
 from .events import (Emit, FileDone, FileError, FileProgress, FileSkipped, FileStart, Start, Summary, error_kind)
 from .heap import resident_bytes, trim_heap
@@ -27,16 +28,18 @@ from .job import Job, Prepared, Progress, coarsest_level, prepare, run
 from .multiscale import (COARSE_SAMPLE_SIZE, LEVELS_SUFFIX, LevelFiles, build_photo_pyramid, halve,
                          plan_levels)
 from .reader import ImageInfo, open_rgb, probe
+from .writer import OutputSpec
 
 __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELDS", "FORMAT_SUFFIXES",
-           "IMAGE_SUFFIXES", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch", "preview_copy"]
+           "IMAGE_SUFFIXES", "spool", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch",
+           "preview_copy"]
 
 # files a folder is searched for (named files are always tried, whatever their name)
 IMAGE_SUFFIXES = frozenset(".jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .avif .jp2 .j2k .jxl .gif .pnm .ppm "
                            ".pgm .pbm .pfm .hdr .exr .fits .v".split())
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # hidden files (.DS_Store, ._x) go too
 FORMAT_SUFFIXES = {"tif": ".tif", "png": ".png", "jpg": ".jpg", "webp": ".webp", "dzi": ".dzi",
-                   "szi": ".szi"}  # --format
+                   "szi": ".szi", "iiif": ".iiif"}  # --format
 _SAME_FORMAT = {".tiff": ".tif", ".jpeg": ".jpg"}
 STDOUT = Path("-")
 TEMPLATE_FIELDS = {
@@ -82,7 +85,7 @@ def _folder_images(folder: Path, recursive: bool) -> list[Path]:
     return found
 
 
-def _spool(stream: BinaryIO, dest: Path) -> Path:
+def spool(stream: BinaryIO, dest: Path) -> Path:
     """Standard input copied to a file: TIFF (and libvips' loaders in general) need to seek."""
     with open(dest, "wb") as out:
         shutil.copyfileobj(stream, out, 1 << 20)
@@ -111,7 +114,7 @@ def expand_inputs(args: Iterable[str], recursive: bool = False, files_from: str 
         if name == "-":
             if workdir is None:
                 raise UrstError("reading an image from stdin needs a work folder", EXIT_USAGE)
-            sources.append(Source(_spool(stdin, workdir / "stdin"), "-", Path(".")))
+            sources.append(Source(spool(stdin, workdir / "stdin"), "-", Path(".")))
             continue
         path = Path(name)
         if path.is_dir():
@@ -172,7 +175,7 @@ def _render(pattern: str, fields: dict) -> Path:
 
 
 def _previewed(path: Path) -> Path:
-    suffix = ".png" if path.suffix.lower() in (".dzi", ".szi") else path.suffix
+    suffix = ".png" if path.suffix.lower() in (".dzi", ".szi", ".iiif") else path.suffix
     return path.with_name(f"{path.stem}_preview{suffix}")
 
 
@@ -197,13 +200,14 @@ def name_outputs(sources: list[Source], naming: Naming) -> list[Item]:
     out, ext = naming.output, (naming.format or "tif")
     if naming.format is not None and naming.format not in FORMAT_SUFFIXES:
         raise UrstError(f"--format {naming.format}: use one of {', '.join(FORMAT_SUFFIXES)}", EXIT_USAGE)
-    if out == "-" or out is not None and "{" not in out and not out.endswith(("/", os.sep)) and not Path(out).is_dir():
+    to_folder = out is not None and (out.endswith(("/", os.sep)) or _folder_of_outputs(out))
+    if out == "-" or out is not None and "{" not in out and not to_folder:
         if len(sources) > 1:
             raise UrstError(f"-o {out} names one file, but there are {len(sources)} inputs: give a folder "
                             "(-o DIR/) or a template (-o '{dir}/{stem}_{style}.{ext}')", EXIT_USAGE)
         if out == "-":
-            if naming.format in (None, "dzi"):
-                raise UrstError("-o - (stdout) needs --format tif, png, jpg or webp", EXIT_USAGE)
+            if naming.format in (None, "dzi", "iiif"):  # many files each
+                raise UrstError("-o - (stdout) needs --format tif, png, jpg, webp or szi", EXIT_USAGE)
             return [Item(sources[0], STDOUT, stdout_suffix=FORMAT_SUFFIXES[naming.format])]
         path = Path(out)
         if naming.format is not None and _SAME_FORMAT.get(path.suffix.lower(), path.suffix.lower()) != \
@@ -240,6 +244,11 @@ def name_outputs(sources: list[Source], naming: Naming) -> list[Item]:
     return items
 
 
+def _folder_of_outputs(out: str) -> bool:
+    """Whether ``-o out`` (no trailing /) is an existing folder to write into, not an IIIF output (a folder too)."""
+    return Path(out).is_dir() and Path(out).suffix.lower() != FORMAT_SUFFIXES["iiif"]
+
+
 def _clashes(paths: list[Path]) -> set[int]:
     where: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
@@ -259,18 +268,23 @@ class BatchOptions:
 
 
 class _FileProgress(Progress):
-    """job.Progress callbacks turned into throttled progress events of one file."""
+    """job.Progress callbacks turned into throttled progress events of one file.
 
-    def __init__(self, emit: Emit, index: int, pixels: int, interval: float):
-        self.emit, self.index, self.pixels, self.interval = emit, index, pixels, interval
+    A multi-scale job paints several passes (levels), each from 0 to 1 of its own patches: the rate is the
+    pass's own pixels over its time, the file's fraction and ETA count every pass's pixels."""
+
+    def __init__(self, emit: Emit, index: int, interval: float):
+        self.emit, self.index, self.interval = emit, index, interval
         self.stage_text, self.total, self.done, self.started, self.last = "", 0, 0, 0.0, 0.0
+        self.pixels, self.pixels_before, self.pixels_all, self.file_fraction = 0, 0, 1, 0.0
 
     def stage(self, text: str) -> None:
         self.stage_text = text
-        self.emit(FileProgress(self.index, text, 0.0, None, None))
+        self.emit(FileProgress(self.index, text, 0.0, None, None, round(self.file_fraction, 4)))
 
-    def start_patches(self, total: int) -> None:
+    def start_patches(self, total: int, pixels: int, pixels_before: int, pixels_all: int) -> None:
         self.total, self.done, self.started = total, 0, time.perf_counter()
+        self.pixels, self.pixels_before, self.pixels_all = pixels, pixels_before, max(pixels_all, 1)
         self.last = self.started
 
     def advance(self, patches: int) -> None:
@@ -280,11 +294,14 @@ class _FileProgress(Progress):
             return
         self.last = now
         fraction = self.done / max(self.total, 1)
+        painted = self.pixels_before + fraction * self.pixels
+        self.file_fraction = painted / self.pixels_all
         elapsed = now - self.started
-        rate = fraction * self.pixels / 1e6 / elapsed if elapsed > 0 else None
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-        self.emit(FileProgress(self.index, self.stage_text, round(fraction, 4), rate and round(rate, 3),
-                               eta if eta is None else round(eta, 1)))
+        rate = fraction * self.pixels / elapsed if elapsed > 0 else 0.0  # pixels per second
+        eta = (self.pixels_all - painted) / rate if rate > 0 else None
+        self.emit(FileProgress(self.index, self.stage_text, round(fraction, 4),
+                               round(rate / 1e6, 3) if rate > 0 else None, eta if eta is None else round(eta, 1),
+                               round(self.file_fraction, 4)))
 
 
 def preview_copy(path: Path, k: int, dest: Path) -> Path:
@@ -417,18 +434,24 @@ def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: Ba
         job = replace(job, input=source, stroke_scale="1", sample=sample)
     emit(FileStart(index, item.source.label, str(item.output), info.width, info.height))
     try:
-        result = run(job, _FileProgress(emit, index, info.pixels, options.progress_interval), prepared=prepared)
+        result = run(job, _FileProgress(emit, index, options.progress_interval), prepared=prepared)
     finally:
         if options.preview:
             source.unlink(missing_ok=True)
         trim_heap()  # what the image's buffers freed goes back now, not after the next image
-    size = output.stat().st_size
+    size = _bytes_written(job.output)
     if item.output == STDOUT:
         try:
             _copy_out(output, options.stdout or sys.stdout.buffer)
         finally:
             output.unlink()
     return result, size
+
+
+def _bytes_written(output: OutputSpec) -> int:
+    """The size of an output: a file, or all the files of a tile pyramid (.dzi's folder, an IIIF folder)."""
+    paths = deepzoom.occupied(output.path, output.format)
+    return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
 
 
 def _copy_out(path: Path, stream: BinaryIO) -> None:

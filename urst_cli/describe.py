@@ -15,6 +15,7 @@ import pyvips
 from .errors import EXIT_INPUT, UrstError
 from .job import Job, Prepared, whole_pass_limit
 from .models import valid_size
+from .multiscale import plan_levels
 from .reader import probe
 
 __all__ = ["header", "job_plan", "estimated_rss_mib"]
@@ -94,7 +95,9 @@ def job_plan(info_width: int, info_height: int, bands: int, job: Job, prepared: 
     """What ``urst stylize`` with ``job``'s settings would do with an image of this size."""
     runner, plan = prepared.for_image(job)
     model = runner.model
-    cols, rows = plan.axes(valid_size(info_width, model), valid_size(info_height, model))
+    levels = plan_levels(info_width, info_height, job.stroke_scale)  # multi-scale: each level is a tiled pass
+    patches = sum(len(cols) * len(rows) for cols, rows in
+                  (plan.axes(valid_size(lv.width, model), valid_size(lv.height, model)) for lv in levels))
     pixels = info_width * info_height
     stats = job.stats
     if stats == "auto":
@@ -102,7 +105,8 @@ def job_plan(info_width: int, info_height: int, bands: int, job: Job, prepared: 
             (job.whole_limit or whole_pass_limit(runner, plan)) else "sampled"
     device = prepared.device.type
     facts = {"model": job.model, "device": device, "patch": plan.patch, "overlap": plan.overlap,
-             "batch": plan.batch, "patches": len(cols) * len(rows), "stats": stats,
+             "batch": plan.batch, "levels": [[lv.width, lv.height] for lv in levels], "patches": patches,
+             "stats": stats,
              "output_bytes_estimate": int(pixels * bands * DEFLATE_RATIO),
              "peak_rss_mib_estimate": round(estimated_rss_mib(info_width, device)),
              "gpu_batch_mib": None}

@@ -5,7 +5,8 @@ ever added, never renamed or removed, so a script written against schema 1 keeps
 
     start          files, pixels: the whole batch, before any work
     file_start     one input begins: index (0-based), input, output, width, height
-    progress       throttled: index, stage, fraction (0-1 of the stylizing pass), mp_per_s, eta_s
+    progress       throttled: index, stage, fraction (0-1 of the stylizing pass), mp_per_s (of the pass),
+                   eta_s and file_fraction (0-1 of the file: all its passes, multi-scale levels included)
     file_done      index, input, output, width, height, bytes (of the output), seconds, mp_per_s,
                    stats_mode, levels (multi-scale: one dict per level), peak_rss_mib, rss_mib, peak_gpu_mib
     file_skipped   index, input, output, reason
@@ -50,8 +51,9 @@ class FileProgress:
     index: int
     stage: str
     fraction: float           # of the stylizing pass (0 during the statistics)
-    mp_per_s: float | None
-    eta_s: float | None
+    mp_per_s: float | None    # the pass's pixels per second
+    eta_s: float | None       # until the file's last pass ends, at this rate
+    file_fraction: float = 0.0  # of the file's stylizing passes, weighted by their pixels
 
 
 @dataclass(frozen=True)

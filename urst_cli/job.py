@@ -94,7 +94,11 @@ class Progress:
     """Callbacks a front end implements; the defaults do nothing."""
 
     def stage(self, text: str) -> None: ...
-    def start_patches(self, total: int) -> None: ...
+
+    def start_patches(self, total: int, pixels: int, pixels_before: int, pixels_all: int) -> None:
+        """A stylizing pass of ``total`` patches over ``pixels`` begins; the passes before it painted
+        ``pixels_before`` of the ``pixels_all`` that all the job's passes (multi-scale levels) paint."""
+
     def advance(self, patches: int) -> None: ...
 
 
@@ -435,7 +439,8 @@ def _paint_level(job: Job, info: ImageInfo, levels: list[Level], i: int, runner:
     progress.stage(label + "stylizing")
     reader = open_reader()
     cols, rows = plan.axes(pw, ph)
-    progress.start_patches(len(cols) * len(rows))
+    progress.start_patches(len(cols) * len(rows), level.pixels, sum(lv.pixels for lv in levels[:i]),
+                           sum(lv.pixels for lv in levels))
     start = journal_here.rows_done if journal_here is not None else 0
     blocks = stylize_rows(reader, runner, stats, plan, progress.advance, keep_colours, clock, start,
                           journal_here.commit if journal_here is not None else lambda rows_done: None)

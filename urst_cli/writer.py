@@ -46,7 +46,7 @@ __all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows"
            "remove_orphans"]
 
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp",
-           ".dzi": "dzi", ".szi": "szi"}
+           ".dzi": "dzi", ".szi": "szi", ".iiif": "iiif"}  # .iiif: a folder
 COMPRESSIONS = ("deflate", "jpeg", "zstd", "lzw", "none")
 ENCODERS = max(1, (os.cpu_count() or 2) // 2)  # threads encoding TIFF tiles: half the cores
 FORMAT_LIMITS = {"jpeg": 65535, "webp": 16383, "png": 2**31 - 1, "tiff": 2**32 - 1,
@@ -60,7 +60,7 @@ class OutputSpec:
     quality: int = 90              # JPEG/WebP, and JPEG-compressed TIFF
     tile_size: int = 256           # TIFF tile side: half the writer's row buffer of 512, and encodes faster
     pyramid: bool = False          # TIFF: add reduced-resolution levels
-    explicit_format: str | None = None  # "iiif" (a folder: no extension says it); None: from the extension
+    explicit_format: str | None = None  # "iiif" for a folder named without .iiif; None: from the extension
 
     @property
     def format(self) -> str:

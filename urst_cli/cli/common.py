@@ -62,7 +62,7 @@ class EventView:
                             console=err, transient=True, disable=quiet or not err.is_terminal)
         self.batch_task = self.file_task = None
         self.file_name = ""
-        self.files, self.finished, self.pixels_done, self.file_pixels = 0, 0, 0, 0
+        self.files, self.pixels, self.finished, self.pixels_done, self.file_pixels = 0, 0, 0, 0, 0
         self.failed: list[str] = []  # inputs that failed, as the user named them
 
     def __enter__(self) -> "EventView":
@@ -80,6 +80,7 @@ class EventView:
             sys.stdout.flush()
         if isinstance(event, Start):
             self.files = event.files
+            self.pixels = event.pixels
             if event.files > 1:
                 self.batch_task = self.bar.add_task(self._files_text(), total=max(event.pixels, 1), rate="")
         elif isinstance(event, FileStart):
@@ -90,10 +91,10 @@ class EventView:
             self.file_task = self.bar.add_task(self.file_name, total=1.0, rate="")
         elif isinstance(event, FileProgress):
             rate = f"{event.mp_per_s:.2f} MP/s" if event.mp_per_s else ""
-            self.bar.update(self.file_task, description=f"{self.file_name}: {event.stage}", completed=event.fraction,
-                            rate=rate)
+            self.bar.update(self.file_task, description=f"{self.file_name}: {event.stage}",
+                            completed=event.file_fraction, rate=rate)
             if self.batch_task is not None:
-                self.bar.update(self.batch_task, completed=self.pixels_done + event.fraction * self.file_pixels)
+                self.bar.update(self.batch_task, completed=self.pixels_done + event.file_fraction * self.file_pixels)
         elif isinstance(event, FileDone):
             self._finished(event.width * event.height)
             if not self.quiet:
@@ -118,7 +119,7 @@ class EventView:
                                    markup=False, soft_wrap=True)
 
     def _files_text(self) -> str:
-        return f"{self.finished}/{self.files} files"
+        return f"{self.finished}/{self.files} files, {self.pixels_done / 1e6:.1f}/{self.pixels / 1e6:.1f} MP"
 
     def _finished(self, pixels: int) -> None:
         self.finished += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -31,6 +32,7 @@ def info(
 
     Exit status as stylize: 3 when the one file cannot be read, 5 when some of several could not.
     """
+    from ..batch import spool
     from ..bench import DATA
     from ..describe import header, job_plan
     from ..job import Job, prepare
@@ -50,7 +52,7 @@ def info(
     with tempfile.TemporaryDirectory(prefix="urst-") as workdir:
         for name in files:
             try:
-                path = _stdin_copy(Path(workdir)) if name == "-" else Path(name)
+                path = spool(sys.stdin.buffer, Path(workdir) / "stdin") if name == "-" else Path(name)
                 facts = header(path)
                 facts["path"] = name
                 facts["urst"] = job_plan(facts["width"], facts["height"], 4 if facts["alpha"] else 3, job, prepared)
@@ -65,16 +67,6 @@ def info(
         raise typer.Exit(failures[0].exit_code if len(files) == 1 else EXIT_SOME_FAILED)
 
 
-def _stdin_copy(workdir: Path) -> Path:
-    import shutil
-    import sys
-
-    path = workdir / "stdin"
-    with open(path, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
-    return path
-
-
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -87,10 +79,12 @@ def _text(f: dict) -> str:
     levels = ", ".join(f"{w}x{h}" for w, h in f["levels"])
     u = f["urst"]
     gpu = f", GPU {u['gpu_batch_mib']:.0f} MiB a batch" if u["gpu_batch_mib"] is not None else ""
+    painted = f" in {len(u['levels'])} levels ({', '.join(f'{w}x{h}' for w, h in u['levels'])})" \
+        if len(u["levels"]) > 1 else ""
     return (f"{f['path']}: {f['width']}x{f['height']}, {f['bands']} bands{' with alpha' if f['alpha'] else ''}, "
             f"{f['format']}{tiff}, {f['bit_depth']}-bit {f['sample_format']}, {f['colour_space']}, {icc_text}, "
             f"{tile}, {len(f['levels'])} level{'s' if len(f['levels']) > 1 else ''} ({levels}), "
             f"{_mb(f['file_bytes'])}\n"
             f"  urst: {u['model']} on {u['device']}, {u['patch']} px patches ({u['overlap']} px context, batch "
-            f"{u['batch']}): {u['patches']} patches, stats {u['stats']}, output ~{_mb(u['output_bytes_estimate'])} "
+            f"{u['batch']}): {u['patches']} patches{painted}, stats {u['stats']}, output ~{_mb(u['output_bytes_estimate'])} "
             f"(tif), peak RSS ~{u['peak_rss_mib_estimate']} MiB{gpu}")

@@ -35,6 +35,7 @@ class FormatChoice(str, Enum):
     webp = "webp"
     dzi = "dzi"
     szi = "szi"
+    iiif = "iiif"
 
 
 def stylize(
@@ -96,13 +97,14 @@ def stylize(
                                   "statistics are float32 always).", rich_help_panel=TILING),
     output: Optional[str] = typer.Option(None, "--output", "-o",
                                          help="Output: a file (one input; its extension picks the format: .tif .png "
-                                              ".jpg .webp .dzi .szi), a folder ending in / (mirrors the inputs' "
+                                              ".jpg .webp .dzi .szi .iiif), a folder ending in / (mirrors the inputs' "
                                               "tree), a template such as '{dir}/{stem}_{style}.{ext}' (fields: dir "
                                               "rel stem name suffix style model ext; see the README), or - for "
                                               "stdout (with --format). Default: <input>_<style>.tif beside each input.",
                                          rich_help_panel=OUTPUT),
     format: Optional[FormatChoice] = typer.Option(None, "--format", help="Output format where -o does not name a "
-                                                  "file: tif (tiled BigTIFF, the default), png, jpg, webp, dzi, szi.",
+                                                  "file: tif (tiled BigTIFF, the default), png, jpg, webp, dzi, szi, "
+                                                  "iiif (a folder of IIIF tiles).",
                                                   rich_help_panel=OUTPUT),
     compression: CompressionChoice = typer.Option(CompressionChoice.deflate, "--compression",
                                                   help="TIFF compression.", rich_help_panel=OUTPUT),
