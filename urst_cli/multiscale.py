@@ -197,7 +197,10 @@ def restore(coarse: Path, photo: Path | None = None, coarsest: tuple[Path, int] 
                               RESTORE_OCTAVES)
         if coarsest is not None:  # both bands added at once: the full-resolution work is one zoom and one sum
             path, octaves = coarsest
-            step += _low_band_step(half + step, pyvips.Image.new_from_file(str(path), access="sequential"),
+            # halved in 8 bits as the photo pyramid is, whose rounding (half up) would otherwise stay in the
+            # difference: +0.5 levels at 3 levels, +1 at 4 (a null model's output, measured)
+            restored_half = (half + step).cast("uchar")
+            step += _low_band_step(restored_half, pyvips.Image.new_from_file(str(path), access="sequential"),
                                    octaves, octaves)
         rgb = _add_zoomed(x, step)
         if photo is not None:
