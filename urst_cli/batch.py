@@ -17,18 +17,19 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SOME_FAILED, EXIT_USAGE, UrstError
 from .events import (Emit, FileDone, FileError, FileProgress, FileSkipped, FileStart, Start, Summary, error_kind)
 from .heap import resident_bytes, trim_heap
-from .job import Job, Prepared, Progress, coarsest_level, prepare, run
+from .job import Job, Prepared, Progress, Result, coarsest_level, prepare, run
 from .multiscale import COARSE_SAMPLE_SIZE, halve
 from .reader import ImageInfo, open_rgb, probe
 
 __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELDS", "FORMAT_SUFFIXES",
-           "IMAGE_SUFFIXES", "Run", "Outcomes", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch",
+           "IMAGE_SUFFIXES", "Run", "Outcomes", "Stylize", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch",
            "local_outcomes", "attempt", "preview_copy"]
 
 # files a folder is searched for (named files are always tried, whatever their name)
@@ -336,7 +337,7 @@ def local_outcomes(template: Job, runs: list[Run], options: BatchOptions, emit: 
     for index, item, info in runs:
         if prepared is None:
             prepared = prepare(template)
-        yield attempt(template, item, info, index, options, emit, prepared)
+        yield attempt(template, item, info, index, options, emit, partial(run, prepared=prepared))
 
 
 def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emit,
@@ -407,13 +408,17 @@ def _failure(index: int, label: str, shown: str, error: UrstError) -> FileError:
     return FileError(index, label, shown, message, error.exit_code, error_kind(error.exit_code))
 
 
+Stylize = Callable[[Job, Progress], Result]
+"""Runs one job with its own input and output: ``job.run`` with a set-up, or one image's bands elsewhere."""
+
+
 def attempt(template: Job, item: Item, info: ImageInfo, index: int, options: BatchOptions, emit: Emit,
-            prepared: Prepared) -> FileDone | FileError:
-    """One input stylized, its file_start and progress events emitted; its file_done or file_error is
-    returned (and emitted). Errors that are not ``UrstError`` are reported too (unless ``raise_unexpected``)."""
+            stylize: Stylize) -> FileDone | FileError:
+    """One input stylized by ``stylize``, its file_start and progress events emitted; its file_done or file_error
+    is returned (and emitted). Errors that are not ``UrstError`` are reported too (unless ``raise_unexpected``)."""
     label, shown = item.source.label, str(item.output)
     try:
-        result, size = _run_one(template, item, info, index, options, emit, prepared)
+        result, size = _run_one(template, item, info, index, options, emit, stylize)
     except Exception as exc:  # this input failed: report it and go on with the others
         if not isinstance(exc, UrstError) and options.raise_unexpected:
             raise
@@ -429,7 +434,7 @@ def attempt(template: Job, item: Item, info: ImageInfo, index: int, options: Bat
 
 
 def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: BatchOptions, emit: Emit,
-             prepared: Prepared):
+             stylize: Stylize):
     """One input through ``job.run``: the result and its size in bytes. A result bound for stdout is
     written to a temporary file first, so only a complete one reaches it."""
     source = item.source.path
@@ -451,7 +456,7 @@ def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: Ba
         job = replace(job, input=source, stroke_scale="1", sample=sample)
     emit(FileStart(index, item.source.label, str(item.output), info.width, info.height))
     try:
-        result = run(job, _FileProgress(emit, index, info.pixels, options.progress_interval), prepared=prepared)
+        result = stylize(job, _FileProgress(emit, index, info.pixels, options.progress_interval))
     finally:
         if options.preview:
             source.unlink(missing_ok=True)
