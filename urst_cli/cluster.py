@@ -13,7 +13,6 @@ again by Dask; as every band and file is computed from its inputs alone, the out
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -24,6 +23,8 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Iterator
+
+import torch
 
 from .batch import BatchOptions, Outcomes, Run, attempt
 from .errors import EXIT_FAILURE, EXIT_USAGE, UrstError
@@ -45,7 +46,7 @@ _one_at_a_time = threading.Lock()  # a worker with several threads runs one urst
 @contextmanager
 def connect(scheduler: str | None, local_workers: int | None) -> Iterator:
     """A Dask client: of the scheduler at ``scheduler``, or of ``local_workers`` worker processes started here
-    (each with its share of the cores) and closed on exit. One clear error when Dask is missing, the
+    (each with a local run's threads) and closed on exit. One clear error when Dask is missing, the
     scheduler cannot be reached or no worker joins it."""
     try:
         from distributed import Client, LocalCluster
@@ -57,9 +58,11 @@ def connect(scheduler: str | None, local_workers: int | None) -> Iterator:
         if scheduler is not None:
             client = Client(scheduler, timeout=CONNECT_SECONDS)
         else:
-            threads = max(1, (os.cpu_count() or 1) // local_workers)
+            # as many threads each as a local run: CPU convolutions sum in an order that depends on the thread
+            # count, and with the same count every worker's bytes are this machine's local bytes
+            threads = torch.get_num_threads()
             cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR,
+                                   dashboard_address=None, silence_logs=logging.CRITICAL,
                                    env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
             client = Client(cluster)
     except (OSError, TimeoutError) as exc:
@@ -92,27 +95,48 @@ def _task_options(client) -> dict:
     return {"resources": {"GPU": 1}} if any(w.get("resources", {}).get("GPU") for w in workers) else {}
 
 
+class _Raised:
+    """A task's UrstError, returned rather than raised: workers log raised errors as failed computations."""
+
+    def __init__(self, error: UrstError):
+        self.error = error
+
+
+def _guarded(fn, *args):
+    """On a worker: ``fn(*args)``, one urst task at a time in this process, its UrstError returned."""
+    with _one_at_a_time:
+        try:
+            return fn(*args)
+        except UrstError as exc:
+            return _Raised(exc)
+
+
+def _submit(client, fn, *args, where: dict, key: str | None = None):
+    return client.submit(_guarded, fn, *args, pure=False, key=key, **where)
+
+
 def _result(future):
-    """A task's value; a task Dask gave up on (its workers kept dying) ends the run in one line."""
+    """A task's value, its UrstError raised here; a task Dask gave up on (its workers kept dying) ends the
+    run in one line."""
     from distributed import KilledWorker
 
     try:
-        return future.result()
+        value = future.result()
     except KilledWorker as exc:
         raise UrstError(f"a Dask worker died each time it ran {exc.args[0]}; giving up", EXIT_FAILURE) from None
+    if isinstance(value, _Raised):
+        raise value.error
+    return value
 
 
 # -- a batch: one task per file ------------------------------------------------------------------------------
 
-def _file_task(template: Job, run_: Run, options: BatchOptions) -> tuple[list[Event], FileDone | FileError | UrstError]:
-    """On a worker: one input as a local batch runs it, with the events it emitted; a set-up error is returned."""
+def _file_task(template: Job, run_: Run, options: BatchOptions) -> tuple[list[Event], FileDone | FileError]:
+    """On a worker: one input as a local batch runs it, with the events it emitted (a set-up error is raised)."""
     index, item, info = run_
     events: list[Event] = []
-    with _one_at_a_time, tempfile.TemporaryDirectory(prefix="urst-") as workdir:
-        try:
-            prepared = _setup(template)
-        except UrstError as exc:
-            return events, exc
+    prepared = _setup(template)
+    with tempfile.TemporaryDirectory(prefix="urst-") as workdir:
         outcome = attempt(template, item, info, index, replace(options, workdir=Path(workdir)), events.append,
                           partial(run, prepared=prepared))
     return events, outcome
@@ -125,14 +149,12 @@ def file_outcomes(client) -> Outcomes:
     def outcomes(template: Job, runs: list[Run], options: BatchOptions, emit: Emit) -> Iterator[FileDone | FileError]:
         sendable = replace(options, workdir=None, stdout=None)
         where, batch = _task_options(client), uuid.uuid4().hex[:8]
-        futures = [client.submit(_file_task, template, one, sendable, key=f"urst-file-{one[0]}-{batch}", **where)
+        futures = [_submit(client, _file_task, template, one, sendable, where=where, key=f"urst-file-{one[0]}-{batch}")
                    for one in runs]
         try:
             for future in futures:
                 events, outcome = _result(future)
                 future.release()
-                if isinstance(outcome, UrstError):
-                    raise outcome
                 for event in events:
                     emit(event)
                 yield outcome
@@ -157,27 +179,21 @@ def band_spans(job: Job, info: ImageInfo, band_rows: int | None) -> list[tuple[i
 
 def _stats_task(job: Job, info: ImageInfo):
     """On a worker: the image's statistics (sent to every worker), how they were made, and the patch count."""
-    with _one_at_a_time:
-        prepared = _setup(job)
-        started = time.perf_counter()
-        stats, mode = image_stats(job, prepared, info)
-        runner, plan = prepared.for_image(job)
-        cols, rows = plan.axes(valid_size(info.width, runner.model), valid_size(info.height, runner.model))
-        return stats, mode, time.perf_counter() - started, len(cols) * len(rows), plan.patch
+    prepared = _setup(job)
+    started = time.perf_counter()
+    stats, mode = image_stats(job, prepared, info)
+    runner, plan = prepared.for_image(job)
+    cols, rows = plan.axes(valid_size(info.width, runner.model), valid_size(info.height, runner.model))
+    return stats, mode, time.perf_counter() - started, len(cols) * len(rows), plan.patch
 
 
 def _band_task(job: Job, info: ImageInfo, stats, top: int, bottom: int) -> list[bytes]:
-    with _one_at_a_time:
-        return band_tiles(job, _setup(job), info, stats[0], top, bottom)
+    return band_tiles(job, _setup(job), info, stats[0], top, bottom)
 
 
-def _setup_task(job: Job) -> UrstError | None:
-    with _one_at_a_time:
-        try:
-            _setup(job)
-        except UrstError as exc:
-            return exc
-        return None
+def _warm(job: Job) -> None:
+    """On a worker: make its set-up for ``job`` (and send nothing of it back)."""
+    _setup(job)
 
 
 def _stylize_banded(client, band_rows: int | None, job: Job, progress: Progress, info: ImageInfo) -> Result:
@@ -189,7 +205,7 @@ def _stylize_banded(client, band_rows: int | None, job: Job, progress: Progress,
     spans = band_spans(job, info, band_rows)
     where = _task_options(client)
     progress.stage("statistics")
-    stats = client.submit(_stats_task, job, info, pure=False, **where)
+    stats = _submit(client, _stats_task, job, info, where=where)
     _, mode, stats_seconds, patches, patch = _result(stats)
     client.replicate([stats])  # every worker gets them now, not each from the first at its first band
     progress.stage("stylizing")
@@ -200,14 +216,14 @@ def _stylize_banded(client, band_rows: int | None, job: Job, progress: Progress,
     def tiles() -> Iterator[bytes]:
         waiting = iter(spans)
         for top, bottom in waiting:
-            pending.append(client.submit(_band_task, job, info, stats, top, bottom, pure=False, **where))
+            pending.append(_submit(client, _band_task, job, info, stats, top, bottom, where=where))
             if len(pending) == in_flight:
                 break
         while pending:
             band = _result(pending[0])
             pending.popleft().release()  # the worker lets go of it
             for top, bottom in waiting:  # the next band, if any
-                pending.append(client.submit(_band_task, job, info, stats, top, bottom, pure=False, **where))
+                pending.append(_submit(client, _band_task, job, info, stats, top, bottom, where=where))
                 break
             progress.advance(1)
             yield from band
@@ -227,9 +243,7 @@ def banded_outcomes(client, band_rows: int | None = None) -> Outcomes:
     def outcomes(template: Job, runs: list[Run], options: BatchOptions, emit: Emit) -> Iterator[FileDone | FileError]:
         where = _task_options(client)
         for index, item, info in runs:
-            error = _result(client.submit(_setup_task, template, pure=False, **where))
-            if error is not None:
-                raise error
+            _result(_submit(client, _warm, template, where=where))
             yield attempt(template, item, info, index, options, emit,
                           partial(_stylize_banded, client, band_rows, info=info))
 
