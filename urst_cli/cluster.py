@@ -26,15 +26,15 @@ from typing import Iterator
 
 import torch
 
-from .batch import BatchOptions, Outcomes, Run, attempt
+from .batch import BatchOptions, Item, Outcomes, Run, attempt
 from .errors import EXIT_FAILURE, EXIT_USAGE, UrstError
 from .events import Emit, Event, FileDone, FileError
 from .job import Job, Prepared, Progress, Result, band_tiles, check_banded, image_stats, prepare, run
 from .models import valid_size
-from .reader import ImageInfo
+from .reader import ImageInfo, probe
 from .writer import check_output, tile_side, write_tiles
 
-__all__ = ["connect", "file_outcomes", "banded_outcomes", "band_spans", "BAND_PIXELS", "CONNECT_SECONDS"]
+__all__ = ["connect", "file_outcomes", "banded_outcomes", "check_one_image", "band_spans", "BAND_PIXELS", "CONNECT_SECONDS"]
 
 CONNECT_SECONDS = 10   # to reach a scheduler, and for a first worker to join it
 BAND_PIXELS = 32e6     # default band: about this many pixels (~100 MB decoded, ~70 MB of encoded tiles)
@@ -234,6 +234,17 @@ def _stylize_banded(client, band_rows: int | None, job: Job, progress: Progress,
         client.cancel(list(pending) + [stats])
     return Result(job.output.path, info.width, info.height, time.perf_counter() - started, mode, stats_seconds,
                   patches, patch_size=patch)
+
+
+def check_one_image(template: Job, item: Item, band_rows: int | None) -> None:
+    """Refuse, before any work, what one image in bands cannot do (an unreadable input is left to the batch)."""
+    try:
+        info = probe(item.source.path, template.max_pixels)
+    except UrstError:
+        return
+    job = replace(template, input=item.source.path, output=replace(template.output, path=item.output))
+    check_banded(job, info)
+    band_spans(job, info, band_rows)
 
 
 def banded_outcomes(client, band_rows: int | None = None) -> Outcomes:

@@ -224,9 +224,11 @@ def _on_cluster(template, items, options, view: EventView, failed_list, schedule
         fail(UrstError("--scheduler and --local-workers both say where to run: give one", EXIT_USAGE))
     if options.preview or template.resume or any(item.output == STDOUT for item in items):
         fail(UrstError("--preview, --resume and -o - run here only: leave out --scheduler/--local-workers", EXIT_USAGE))
-    from ..cluster import banded_outcomes, connect, file_outcomes
+    from ..cluster import banded_outcomes, check_one_image, connect, file_outcomes
 
     try:
+        if len(items) == 1:  # what cannot run in bands is refused before any worker starts
+            check_one_image(template, items[0], band_rows)
         with connect(scheduler, local_workers) as client:
             outcomes = banded_outcomes(client, band_rows) if len(items) == 1 else file_outcomes(client)
             run_batch_command(template, items, options, view, failed_list, outcomes)
