@@ -205,7 +205,8 @@ def _stylize_banded(client, band_rows: int | None, job: Job, progress: Progress,
     spans = band_spans(job, info, band_rows)
     where = _task_options(client)
     progress.stage("statistics")
-    stats = _submit(client, _stats_task, job, info, where=where)
+    token = uuid.uuid4().hex[:8]  # task names the dashboard shows
+    stats = _submit(client, _stats_task, job, info, where=where, key=f"urst-stats-{token}")
     _, mode, stats_seconds, patches, patch = _result(stats)
     client.replicate([stats])  # every worker gets them now, not each from the first at its first band
     progress.stage("stylizing")
@@ -215,16 +216,19 @@ def _stylize_banded(client, band_rows: int | None, job: Job, progress: Progress,
 
     def tiles() -> Iterator[bytes]:
         waiting = iter(spans)
-        for top, bottom in waiting:
-            pending.append(_submit(client, _band_task, job, info, stats, top, bottom, where=where))
-            if len(pending) == in_flight:
-                break
+
+        def submit_next() -> None:
+            for top, bottom in waiting:  # the next band, if any
+                pending.append(_submit(client, _band_task, job, info, stats, top, bottom, where=where,
+                                       key=f"urst-band-{top}-{token}"))
+                return
+
+        for _ in range(in_flight):
+            submit_next()
         while pending:
             band = _result(pending[0])
             pending.popleft().release()  # the worker lets go of it
-            for top, bottom in waiting:  # the next band, if any
-                pending.append(_submit(client, _band_task, job, info, stats, top, bottom, where=where))
-                break
+            submit_next()
             progress.advance(1)
             yield from band
 
