@@ -13,6 +13,7 @@ again by Dask; as every band and file is computed from its inputs alone, the out
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -34,11 +35,12 @@ from .models import valid_size
 from .reader import ImageInfo, probe
 from .writer import check_output, tile_side, write_tiles
 
-__all__ = ["connect", "file_outcomes", "banded_outcomes", "check_one_image", "band_spans", "BAND_PIXELS", "CONNECT_SECONDS"]
+__all__ = ["THREADS_VARIABLE", "connect", "file_outcomes", "banded_outcomes", "check_one_image", "band_spans", "BAND_PIXELS", "CONNECT_SECONDS"]
 
 CONNECT_SECONDS = 10   # to reach a scheduler, and for a first worker to join it
 BAND_PIXELS = 32e6     # default band: about this many pixels (~100 MB decoded, ~70 MB of encoded tiles)
 
+THREADS_VARIABLE = "URST_WORKER_THREADS"  # a worker's torch threads (Dask's nanny starts workers with OMP_NUM_THREADS=1)
 _setups: dict[str, Prepared] = {}  # per worker process, by the job's set-up options
 _one_at_a_time = threading.Lock()  # a worker with several threads runs one urst task at a time: each takes every core
 
@@ -63,7 +65,7 @@ def connect(scheduler: str | None, local_workers: int | None) -> Iterator:
             threads = torch.get_num_threads()
             cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
                                    dashboard_address=None, silence_logs=logging.CRITICAL,
-                                   env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+                                   env={THREADS_VARIABLE: str(threads)})
             client = Client(cluster)
     except (OSError, TimeoutError) as exc:
         where = f"the Dask scheduler at {scheduler}" if scheduler else "a local Dask cluster"
@@ -85,6 +87,8 @@ def _setup(job: Job) -> Prepared:
     """This worker process's set-up for ``job`` (made once: model, device, style)."""
     key = repr(replace(job, input=Path(), output=replace(job.output, path=Path())))
     if key not in _setups:
+        if os.environ.get(THREADS_VARIABLE):
+            torch.set_num_threads(int(os.environ[THREADS_VARIABLE]))
         _setups[key] = prepare(job)
     return _setups[key]
 
