@@ -30,8 +30,8 @@ from .multiscale import (COARSE_SAMPLE_SIZE, LEVELS_SUFFIX, LevelFiles, build_ph
 from .reader import ImageInfo, open_rgb, probe
 
 __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELDS", "FORMAT_SUFFIXES",
-           "IMAGE_SUFFIXES", "Run", "Outcomes", "Stylize", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch",
-           "local_outcomes", "attempt", "preview_copy"]
+           "IMAGE_SUFFIXES", "Run", "Outcomes", "Stylize", "expand_inputs", "numbered", "style_tag", "name_outputs",
+           "run_batch", "local_outcomes", "attempt", "preview_copy"]
 
 # files a folder is searched for (named files are always tried, whatever their name)
 IMAGE_SUFFIXES = frozenset(".jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .avif .jp2 .j2k .jxl .gif .pnm .ppm "

@@ -35,13 +35,14 @@ from .models import valid_size
 from .reader import ImageInfo, probe
 from .writer import check_output, tile_side, write_tiles
 
-__all__ = ["THREADS_VARIABLE", "connect", "file_outcomes", "banded_outcomes", "check_one_image", "band_spans", "BAND_PIXELS", "CONNECT_SECONDS"]
+__all__ = ["THREADS_VARIABLE", "connect", "file_outcomes", "banded_outcomes", "check_one_image", "band_spans",
+           "BAND_PIXELS", "CONNECT_SECONDS"]
 
 CONNECT_SECONDS = 10   # to reach a scheduler, and for a first worker to join it
 BAND_PIXELS = 32e6     # default band: about this many pixels (~100 MB decoded, ~70 MB of encoded tiles)
 
-THREADS_VARIABLE = "URST_WORKER_THREADS"  # a worker's torch threads (Dask's nanny starts workers with OMP_NUM_THREADS=1)
-_setups: dict[str, Prepared] = {}  # per worker process, by the job's set-up options
+THREADS_VARIABLE = "URST_WORKER_THREADS"  # a worker's torch threads (Dask's nanny gives it OMP_NUM_THREADS=1)
+_setup_held: dict[str, Prepared] = {}  # in a worker process: the last job's set-up, by its set-up options
 _one_at_a_time = threading.Lock()  # a worker with several threads runs one urst task at a time: each takes every core
 
 
@@ -74,8 +75,8 @@ def connect(scheduler: str | None, local_workers: int | None) -> Iterator:
         try:
             client.wait_for_workers(1, timeout=CONNECT_SECONDS)
         except TimeoutError:
-            raise UrstError(f"no Dask worker joined the scheduler at {scheduler} within {CONNECT_SECONDS} s",
-                            EXIT_FAILURE) from None
+            raise UrstError(f"no Dask worker joined the scheduler at {client.scheduler.address} within "
+                            f"{CONNECT_SECONDS} s", EXIT_FAILURE) from None
         yield client
     finally:
         client.close()
@@ -84,13 +85,14 @@ def connect(scheduler: str | None, local_workers: int | None) -> Iterator:
 
 
 def _setup(job: Job) -> Prepared:
-    """This worker process's set-up for ``job`` (made once: model, device, style)."""
+    """This worker process's set-up for ``job`` (model, device, style), made once; another job's replaces it."""
     key = repr(replace(job, input=Path(), output=replace(job.output, path=Path())))
-    if key not in _setups:
+    if key not in _setup_held:
+        _setup_held.clear()  # a long-lived worker serving job after job holds one model, not all of them
         if os.environ.get(THREADS_VARIABLE):
             torch.set_num_threads(int(os.environ[THREADS_VARIABLE]))
-        _setups[key] = prepare(job)
-    return _setups[key]
+        _setup_held[key] = prepare(job)
+    return _setup_held[key]
 
 
 def _task_options(client) -> dict:
