@@ -62,11 +62,14 @@ def connect(scheduler: str | None, local_workers: int | None) -> Iterator:
             client = Client(scheduler, timeout=CONNECT_SECONDS)
         else:
             # as many threads each as a local run: CPU convolutions sum in an order that depends on the thread
-            # count, and with the same count every worker's bytes are this machine's local bytes
-            threads = torch.get_num_threads()
+            # count, and with the same count every worker's bytes are this machine's local bytes. The workers
+            # then share the cores: OpenMP threads waiting for work must sleep, not spin on a core another
+            # worker's threads need
+            env = {THREADS_VARIABLE: str(torch.get_num_threads())}
+            if local_workers > 1:
+                env["OMP_WAIT_POLICY"] = "PASSIVE"
             cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.CRITICAL,
-                                   env={THREADS_VARIABLE: str(threads)})
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL, env=env)
             client = Client(cluster)
     except (OSError, TimeoutError) as exc:
         where = f"the Dask scheduler at {scheduler}" if scheduler else "a local Dask cluster"
