@@ -95,22 +95,25 @@ def test_a_batch_on_two_workers_equals_local_runs(tmp_path, client, photo, paint
         assert (tmp_path / "remote" / made.relative_to(tmp_path / "local")).read_bytes() == made.read_bytes()
 
 
-def test_a_worker_killed_mid_image_changes_nothing(tmp_path, client, tall_photo, painting):
-    """SIGKILL to a worker while it computes a band: Dask runs its bands again (the nanny restarts it) and
-    the file is the local one."""
+def test_a_worker_killed_mid_image_changes_nothing(tmp_path, client, photo, painting):
+    """SIGKILL to a worker while it computes a band (at the first band written): Dask runs its bands again
+    (the nanny restarts it) and the file is the local one."""
+    taller = resized(photo, tmp_path / "taller.png", 320, 1280)  # ten bands: most are still to come
     template = _template(painting, tile_size=128)
-    _run(template, [tall_photo], str(tmp_path / "local.tif"))
+    _run(template, [taller], str(tmp_path / "local.tif"))
     killed = []
 
     def kill_a_busy_worker(event) -> None:
         if isinstance(event, FileProgress) and event.fraction > 0 and not killed:
             busy = [w for w, keys in client.processing().items() if keys]
-            pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            if busy:
+                pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
 
-    items = name_outputs(expand_inputs([str(tall_photo)]), Naming(str(tmp_path / "remote.tif"), style="s"))
-    summary = run_batch(template, items, BatchOptions(), kill_a_busy_worker, banded_outcomes(client, 128))
+    items = name_outputs(expand_inputs([str(taller)]), Naming(str(tmp_path / "remote.tif"), style="s"))
+    summary = run_batch(template, items, BatchOptions(progress_interval=0), kill_a_busy_worker,
+                        banded_outcomes(client, 128))
     assert killed and summary.exit_code == 0
     assert (tmp_path / "remote.tif").read_bytes() == (tmp_path / "local.tif").read_bytes()
     client.wait_for_workers(2, timeout=60)  # the nanny has started it again
