@@ -3,7 +3,7 @@
     python benchmarks/cluster.py [--sizes 64,256] [--workers 2] [--band-rows N] [--json runs.json]
 
 Per size (inputs made as ``urst bench`` makes them: tiled JPEG BigTIFFs of the shipped photo, --stroke-scale 1):
-the local run (``urst stylize``, a fresh process: its file_done seconds and peak RSS), then the cluster run in
+the local run (``urst stylize`` under /usr/bin/time: file_done seconds, peak RSS), then the cluster run in
 a fresh process (the client: cluster started first, then the job through ``cluster.banded_outcomes``; the
 client's and each worker's peak RSS, every band's compute time on its worker from Dask's task stream), whether
 the two files are identical, the encoded bytes of each band (from the file's tile byte counts), and the
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,16 +29,21 @@ PAINTING = next((p for p in [SHARED / "style" / "vangogh_starry_night_1889.jpg"]
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory since it started: VmHWM, of its own address space (ru_maxrss also
+    counts the parent's memory at the fork before the exec that started it)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def _local(source: Path, out: Path) -> dict:
+    """``urst stylize`` under /usr/bin/time (its peak RSS: a small parent at the fork)."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "urst_cli", "stylize", str(source), "-s", str(PAINTING), "-o",
-                           str(out), "--stroke-scale", "1", "--json"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "urst_cli", "stylize", str(source),
+                           "-s", str(PAINTING), "-o", str(out), "--stroke-scale", "1", "--json"], capture_output=True,
+                          text=True, check=True)
     done = next(json.loads(line) for line in proc.stdout.splitlines() if '"file_done"' in line)
     return {"wall_s": round(time.perf_counter() - started, 2), "job_s": done["seconds"],
-            "peak_rss_mib": done["peak_rss_mib"]}
+            "peak_rss_mib": round(int(proc.stderr.strip().splitlines()[-1]) / 1024, 1)}
 
 
 def _cluster_child(spec: dict) -> dict:
