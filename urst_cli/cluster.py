@@ -36,10 +36,11 @@ from .reader import ImageInfo, probe
 from .writer import check_output, tile_side, write_tiles
 
 __all__ = ["THREADS_VARIABLE", "connect", "file_outcomes", "banded_outcomes", "check_one_image", "band_spans",
-           "BAND_PIXELS", "CONNECT_SECONDS"]
+           "BAND_PIXELS", "BAND_WINDOWS", "CONNECT_SECONDS"]
 
 CONNECT_SECONDS = 10   # to reach a scheduler, and for a first worker to join it
-BAND_PIXELS = 32e6     # default band: about this many pixels (~100 MB decoded, ~70 MB of encoded tiles)
+BAND_PIXELS = 32e6     # default band: about this many pixels (~100 MB decoded, ~70 MB of encoded tiles)...
+BAND_WINDOWS = 8       # ...but at least this many window heights: the window row each band repeats costs 1/8 more
 
 THREADS_VARIABLE = "URST_WORKER_THREADS"  # a worker's torch threads (Dask's nanny gives it OMP_NUM_THREADS=1)
 _setup_held: dict[str, Prepared] = {}  # in a worker process: the last job's set-up, by its set-up options
@@ -175,12 +176,13 @@ def file_outcomes(client) -> Outcomes:
 
 # -- one image: bands of tile rows ----------------------------------------------------------------------------
 
-def band_spans(job: Job, info: ImageInfo, band_rows: int | None) -> list[tuple[int, int]]:
+def band_spans(job: Job, info: ImageInfo, band_rows: int | None, patch: int = 0) -> list[tuple[int, int]]:
     """The image's bands [top, bottom): ``band_rows`` rows each (a multiple of the TIFF tile side), by default
-    about BAND_PIXELS pixels, at least one tile row; the last ends at the image's bottom."""
+    about BAND_PIXELS pixels but at least BAND_WINDOWS windows of ``patch`` rows (each band computes one
+    window row of the band above again, for its context), at least one tile row; the last ends at the bottom."""
     tile = tile_side(job.output, info.width, info.height)
     if band_rows is None:
-        band_rows = tile * max(1, round(BAND_PIXELS / info.width / tile))
+        band_rows = tile * max(1, round(max(BAND_PIXELS / info.width, BAND_WINDOWS * patch) / tile))
     elif band_rows < 1 or band_rows % tile:
         raise UrstError(f"--band-rows {band_rows}: must be a multiple of the TIFF tile side ({tile})", EXIT_USAGE)
     return [(top, min(top + band_rows, info.height)) for top in range(0, info.height, band_rows)]
@@ -206,21 +208,23 @@ def _warm(job: Job) -> None:
 
 
 def _stylize_banded(client, band_rows: int | None, job: Job, progress: Progress, info: ImageInfo) -> Result:
-    """One image: statistics on a worker, then its bands on all of them, a bounded number in flight; the
-    client writes each band's tiles in order, so it holds about one band at a time."""
+    """One image: statistics on a worker, then its bands on all of them, one more than there are workers in
+    flight; the client writes each band's tiles in order, so it holds about one band at a time."""
     started = time.perf_counter()
     check_output(job.output, job.input, info.width, info.height, job.overwrite)
     check_banded(job, info)
-    spans = band_spans(job, info, band_rows)
+    band_spans(job, info, band_rows)  # a bad --band-rows is refused before any work
     where = _task_options(client)
     progress.stage("statistics")
     token = uuid.uuid4().hex[:8]  # task names the dashboard shows
     stats = _submit(client, _stats_task, job, info, where=where, key=f"urst-stats-{token}")
     _, mode, stats_seconds, patches, patch = _result(stats)
     client.replicate([stats])  # every worker gets them now, not each from the first at its first band
+    spans = band_spans(job, info, band_rows, patch)
     progress.stage("stylizing")
     progress.start_patches(len(spans))
-    in_flight = max(2, 2 * len(client.scheduler_info(n_workers=-1)["workers"]))
+    # each worker computes a band while, at most, one finished band waits for the client
+    in_flight = max(2, len(client.scheduler_info(n_workers=-1)["workers"]) + 1)
     pending: deque = deque()
 
     def tiles() -> Iterator[bytes]:
