@@ -36,11 +36,13 @@ from .reader import ImageInfo, probe
 from .writer import check_output, tile_side, write_tiles
 
 __all__ = ["THREADS_VARIABLE", "connect", "file_outcomes", "banded_outcomes", "check_one_image", "band_spans",
-           "BAND_PIXELS", "BAND_WINDOWS", "CONNECT_SECONDS"]
+           "BAND_PIXELS", "BAND_WINDOWS", "BAND_MAX_PIXELS",
+           "CONNECT_SECONDS"]
 
 CONNECT_SECONDS = 10   # to reach a scheduler, and for a first worker to join it
 BAND_PIXELS = 32e6     # default band: about this many pixels (~100 MB decoded, ~70 MB of encoded tiles)...
 BAND_WINDOWS = 8       # ...but at least this many window heights: the window row each band repeats costs 1/8 more
+BAND_MAX_PIXELS = 128e6  # ...unless that is more pixels than this (~280 MB of tiles held by a worker and the client)
 
 THREADS_VARIABLE = "URST_WORKER_THREADS"  # a worker's torch threads (Dask's nanny gives it OMP_NUM_THREADS=1)
 _setup_held: dict[str, Prepared] = {}  # in a worker process: the last job's set-up, by its set-up options
@@ -179,10 +181,12 @@ def file_outcomes(client) -> Outcomes:
 def band_spans(job: Job, info: ImageInfo, band_rows: int | None, patch: int = 0) -> list[tuple[int, int]]:
     """The image's bands [top, bottom): ``band_rows`` rows each (a multiple of the TIFF tile side), by default
     about BAND_PIXELS pixels but at least BAND_WINDOWS windows of ``patch`` rows (each band computes one
-    window row of the band above again, for its context), at least one tile row; the last ends at the bottom."""
+    window row of the band above again, for its context) within BAND_MAX_PIXELS, at least one tile row; the
+    last band ends at the image's bottom."""
     tile = tile_side(job.output, info.width, info.height)
     if band_rows is None:
-        band_rows = tile * max(1, round(max(BAND_PIXELS / info.width, BAND_WINDOWS * patch) / tile))
+        rows = max(BAND_PIXELS / info.width, min(BAND_WINDOWS * patch, BAND_MAX_PIXELS / info.width))
+        band_rows = tile * max(1, round(rows / tile))
     elif band_rows < 1 or band_rows % tile:
         raise UrstError(f"--band-rows {band_rows}: must be a multiple of the TIFF tile side ({tile})", EXIT_USAGE)
     return [(top, min(top + band_rows, info.height)) for top in range(0, info.height, band_rows)]
