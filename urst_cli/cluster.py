@@ -42,7 +42,7 @@ __all__ = ["THREADS_VARIABLE", "connect", "file_outcomes", "banded_outcomes", "c
 CONNECT_SECONDS = 10   # to reach a scheduler, and for a first worker to join it
 BAND_PIXELS = 32e6     # default band: about this many pixels (~100 MB decoded, ~70 MB of encoded tiles)...
 BAND_WINDOWS = 8       # ...but at least this many window heights: the window row each band repeats costs 1/8 more
-BAND_MAX_PIXELS = 128e6  # ...unless that is more pixels than this (~280 MB of tiles held by a worker and the client)
+BAND_MAX_PIXELS = 64e6   # ...unless that is more pixels than this (~140 MB of tiles held by a worker and the client)
 
 THREADS_VARIABLE = "URST_WORKER_THREADS"  # a worker's torch threads (Dask's nanny gives it OMP_NUM_THREADS=1)
 _setup_held: dict[str, Prepared] = {}  # in a worker process: the last job's set-up, by its set-up options
@@ -182,11 +182,12 @@ def band_spans(job: Job, info: ImageInfo, band_rows: int | None, patch: int = 0)
     """The image's bands [top, bottom): ``band_rows`` rows each (a multiple of the TIFF tile side), by default
     about BAND_PIXELS pixels but at least BAND_WINDOWS windows of ``patch`` rows (each band computes one
     window row of the band above again, for its context) within BAND_MAX_PIXELS, at least one tile row; the
-    last band ends at the image's bottom."""
+    last band ends at the image's bottom. Default bands are made about equal (the last one is not left short)."""
     tile = tile_side(job.output, info.width, info.height)
     if band_rows is None:
         rows = max(BAND_PIXELS / info.width, min(BAND_WINDOWS * patch, BAND_MAX_PIXELS / info.width))
-        band_rows = tile * max(1, round(rows / tile))
+        count = max(1, round(info.height / rows))
+        band_rows = tile * -(-info.height // (count * tile))
     elif band_rows < 1 or band_rows % tile:
         raise UrstError(f"--band-rows {band_rows}: must be a multiple of the TIFF tile side ({tile})", EXIT_USAGE)
     return [(top, min(top + band_rows, info.height)) for top in range(0, info.height, band_rows)]
@@ -248,6 +249,7 @@ def _stylize_banded(client, band_rows: int | None, job: Job, progress: Progress,
             submit_next()
             progress.advance(1)
             yield from band
+            del band  # before the next band arrives: the client holds one
 
     try:
         write_tiles(tiles(), info.width, info.height, info.bands, job.output)
