@@ -153,6 +153,9 @@ def test_unreachable_scheduler_is_one_line(tmp_path, small_photo, painting):
     assert proc.returncode == EXIT_FAILURE
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]
     assert proc.stderr.startswith("Error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+    bad = run_cli("stylize", small_photo, "-s", painting, "-o", tmp_path / "o.tif", "--scheduler", "host:port")
+    assert bad.returncode == EXIT_FAILURE
+    assert bad.stderr.startswith("Error: cannot reach the Dask scheduler at host:port")
 
 
 def test_nothing_imports_dask_unless_asked(tmp_path, small_photo, painting):
@@ -160,7 +163,8 @@ def test_nothing_imports_dask_unless_asked(tmp_path, small_photo, painting):
     code = ("import sys; from urst_cli.cli import app; from typer.testing import CliRunner; "
             f"result = CliRunner().invoke(app, ['stylize', '{small_photo}', '-s', '{painting}', '-o', "
             f"'{tmp_path / 'o.tif'}', '-q']); assert result.exit_code == 0, result.output; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed') or m == 'urst_cli.cluster'))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed') "
+            "or m == 'urst_cli.cluster'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

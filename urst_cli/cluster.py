@@ -74,7 +74,7 @@ def connect(scheduler: str | None, local_workers: int | None) -> Iterator:
             cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
                                    dashboard_address=":0", silence_logs=logging.CRITICAL, env=env)
             client = Client(cluster)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: an address that is none
         where = f"the Dask scheduler at {scheduler}" if scheduler else "a local Dask cluster"
         raise UrstError(f"cannot reach {where}: {exc}", EXIT_FAILURE) from None
     try:
