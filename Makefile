@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install "torch==2.14.1"
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,cluster]"
 	touch $@
 
 test: install

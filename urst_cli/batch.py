@@ -17,22 +17,23 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from . import deepzoom
 from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SOME_FAILED, EXIT_USAGE, UrstError
 from .events import (Emit, FileDone, FileError, FileProgress, FileSkipped, FileStart, Start, Summary, error_kind)
 from .heap import resident_bytes, trim_heap
-from .job import Job, Prepared, Progress, coarsest_level, prepare, run
+from .job import Job, Prepared, Progress, Result, coarsest_level, prepare, run
 from .multiscale import (COARSE_SAMPLE_SIZE, LEVELS_SUFFIX, LevelFiles, build_photo_pyramid, halve,
                          plan_levels)
 from .reader import ImageInfo, open_rgb, probe
 from .writer import OutputSpec
 
 __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELDS", "FORMAT_SUFFIXES",
-           "IMAGE_SUFFIXES", "spool", "expand_inputs", "numbered", "style_tag", "name_outputs", "run_batch",
-           "preview_copy"]
+           "IMAGE_SUFFIXES", "Run", "Outcomes", "Stylize", "spool", "expand_inputs", "numbered", "style_tag",
+           "name_outputs", "run_batch", "local_outcomes", "attempt", "preview_copy"]
 
 # files a folder is searched for (named files are always tried, whatever their name)
 IMAGE_SUFFIXES = frozenset(".jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .avif .jp2 .j2k .jxl .gif .pnm .ppm "
@@ -345,8 +346,26 @@ def _peak_gpu_mib() -> float | None:
     return round(peak, 1)
 
 
-def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emit) -> Summary:
-    """Stylize every item as ``template`` says (its input and output replaced), reporting through ``emit``.
+Run = tuple[int, Item, ImageInfo]
+"""An input to stylize: its index in the batch, the item, its header."""
+Outcomes = Callable[[Job, list[Run], BatchOptions, Emit], Iterator[FileDone | FileError]]
+"""Runs inputs one after another or elsewhere; yields each one's outcome in the order given, having emitted its
+file_start and progress events before it; a set-up error (``job.prepare``) is raised. See ``local_outcomes``."""
+
+
+def local_outcomes(template: Job, runs: list[Run], options: BatchOptions, emit: Emit) -> Iterator[FileDone | FileError]:
+    """Each input in this process, one after another; the set-up is made when the first one needs it."""
+    prepared: Prepared | None = None
+    for index, item, info in runs:
+        if prepared is None:
+            prepared = prepare(template)
+        yield attempt(template, item, info, index, options, emit, partial(run, prepared=prepared))
+
+
+def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emit,
+              outcomes: Outcomes = local_outcomes) -> Summary:
+    """Stylize every item as ``template`` says (its input and output replaced), reporting through ``emit``;
+    ``outcomes`` runs the inputs (default: here, one after another; cluster.py: on Dask workers).
 
     Exit code of the summary: 0 when every input was done or skipped; with one input (or ``fail_fast``)
     the failed input's own code; otherwise EXIT_SOME_FAILED. A set-up error (a bad option, a missing
@@ -361,7 +380,11 @@ def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emi
             infos.append(exc)
     scale = (lambda i: 4 ** _preview_level(template, i)) if options.preview else (lambda i: 1)
     emit(Start(len(items), sum(i.pixels // scale(i) for i in infos if isinstance(i, ImageInfo))))
-    prepared: Prepared | None = None  # made when the first image needs it
+    skips = [item.skip or (options.skip_existing and item.output != STDOUT and item.output.exists() and
+                           "output exists") for item in items]
+    runs = [(index, item, info) for index, (item, info, skip) in enumerate(zip(items, infos, skips))
+            if not skip and isinstance(info, ImageInfo)]
+    results = outcomes(template, runs, options, emit)
     done = skipped = pixels = 0
     errors: list[UrstError] = []
 
@@ -372,47 +395,68 @@ def run_batch(template: Job, items: list[Item], options: BatchOptions, emit: Emi
         emit(result)
         return result
 
-    for index, (item, info) in enumerate(zip(items, infos)):
-        label, shown = item.source.label, str(item.output)
-        skip = item.skip or (options.skip_existing and item.output != STDOUT and item.output.exists() and
-                             "output exists")
-        if skip:
-            emit(FileSkipped(index, label, shown, skip))
-            skipped += 1
-            continue
-        if prepared is None and isinstance(info, ImageInfo):
-            try:
-                prepared = prepare(template)
-            except UrstError as exc:
-                summary(exc.exit_code, exc)
-                raise
-        try:
+    try:
+        for index, (item, info, skip) in enumerate(zip(items, infos, skips)):
+            label, shown = item.source.label, str(item.output)
+            if skip:
+                emit(FileSkipped(index, label, shown, skip))
+                skipped += 1
+                continue
             if isinstance(info, UrstError):
-                raise info
-            result, size = _run_one(template, item, info, index, options, emit, prepared)
-        except Exception as exc:  # this input failed: report it and go on with the others
-            if not isinstance(exc, UrstError) and options.raise_unexpected:
-                raise
-            error = exc if isinstance(exc, UrstError) else UrstError(f"unexpected {type(exc).__name__}: {exc}")
-            message = str(error) if label in str(error) else f"{label}: {error}"
-            emit(FileError(index, label, shown, message, error.exit_code, error_kind(error.exit_code)))
-            errors.append(error)
-            if options.fail_fast:
-                break
-            continue
-        done += 1
-        pixels += result.width * result.height
-        rss = resident_bytes()
-        emit(FileDone(index, label, shown, result.width, result.height, size, round(result.seconds, 3),
-                      round(result.megapixels_per_second, 3), result.stats_mode, round(_peak_rss_mib(), 1),
-                      rss if rss is None else round(rss / 2**20, 1), _peak_gpu_mib(), list(result.levels)))
+                outcome = _failure(index, label, shown, info)
+                emit(outcome)
+            else:
+                try:
+                    outcome = next(results)
+                except UrstError as exc:
+                    summary(exc.exit_code, exc)
+                    raise
+            if isinstance(outcome, FileError):
+                errors.append(UrstError(outcome.message, outcome.exit_code))
+                if options.fail_fast:
+                    break
+                continue
+            done += 1
+            pixels += outcome.width * outcome.height
+    finally:
+        results.close()  # fail-fast, a set-up error, Ctrl-C: inputs not run yet are not started
     if not errors:
         return summary(0)
     return summary(errors[0].exit_code if options.fail_fast or len(items) == 1 else EXIT_SOME_FAILED)
 
 
+def _failure(index: int, label: str, shown: str, error: UrstError) -> FileError:
+    message = str(error) if label in str(error) else f"{label}: {error}"
+    return FileError(index, label, shown, message, error.exit_code, error_kind(error.exit_code))
+
+
+Stylize = Callable[[Job, Progress], Result]
+"""Runs one job with its own input and output: ``job.run`` with a set-up, or one image's bands elsewhere."""
+
+
+def attempt(template: Job, item: Item, info: ImageInfo, index: int, options: BatchOptions, emit: Emit,
+            stylize: Stylize) -> FileDone | FileError:
+    """One input stylized by ``stylize``, its file_start and progress events emitted; its file_done or file_error
+    is returned (and emitted). Errors that are not ``UrstError`` are reported too (unless ``raise_unexpected``)."""
+    label, shown = item.source.label, str(item.output)
+    try:
+        result, size = _run_one(template, item, info, index, options, emit, stylize)
+    except Exception as exc:  # this input failed: report it and go on with the others
+        if not isinstance(exc, UrstError) and options.raise_unexpected:
+            raise
+        outcome = _failure(index, label, shown, exc if isinstance(exc, UrstError) else
+                           UrstError(f"unexpected {type(exc).__name__}: {exc}"))
+    else:
+        rss = resident_bytes()
+        outcome = FileDone(index, label, shown, result.width, result.height, size, round(result.seconds, 3),
+                           round(result.megapixels_per_second, 3), result.stats_mode, round(_peak_rss_mib(), 1),
+                           rss if rss is None else round(rss / 2**20, 1), _peak_gpu_mib(), list(result.levels))
+    emit(outcome)
+    return outcome
+
+
 def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: BatchOptions, emit: Emit,
-             prepared: Prepared):
+             stylize: Stylize):
     """One input through ``job.run``: the result and its size in bytes. A result bound for stdout is
     written to a temporary file first, so only a complete one reaches it."""
     source = item.source.path
@@ -434,7 +478,7 @@ def _run_one(template: Job, item: Item, info: ImageInfo, index: int, options: Ba
         job = replace(job, input=source, stroke_scale="1", sample=sample)
     emit(FileStart(index, item.source.label, str(item.output), info.width, info.height))
     try:
-        result = run(job, _FileProgress(emit, index, options.progress_interval), prepared=prepared)
+        result = stylize(job, _FileProgress(emit, index, options.progress_interval))
     finally:
         if options.preview:
             source.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from .tiling import Axis, plan_axis
 from .timing import Stopwatch
 
 __all__ = ["TilePlan", "Runner", "batch_for_memory", "inside_image", "iter_batches", "batch_columns", "window_patches",
-           "Finish", "row_ends", "support_weights", "blend_rows", "stylize_rows"]
+           "Finish", "row_ends", "support_weights", "blend_rows", "stylize_rows", "stylize_span"]
 
 
 @dataclass(frozen=True)
@@ -382,6 +382,36 @@ def stylize_rows(
     for first, block in blend_rows(reader, runner, stats, plan, to_uint8, on_patches, clock, start_row, scale=255.0):
         yield block
         on_band(first + block.shape[0])
+
+
+def stylize_span(
+    reader: BandReader,
+    runner: Runner,
+    stats: NormStats,
+    plan: TilePlan,
+    top: int,
+    bottom: int,
+    preserve_color: bool = False,
+    clock: Stopwatch = Stopwatch(),
+) -> Iterator[np.ndarray]:
+    """Output rows [top, bottom) as ``stylize_rows`` yields them for the whole image, byte for byte: blocks
+    uint8 [n, width, 3 (+ alpha)], each valid until the block after the next one is requested.
+
+    The pass starts at the last band row end at or above ``top`` (as a resumed run does, the band row
+    that ended there runs again for the context it carries into the next), so any span of rows can be
+    computed on its own: one machine after another, or bands of one image on many.
+    """
+    cols, rows = plan.axes(reader.padded_width, reader.padded_height)
+    start = max((end for end in row_ends(rows, reader.height) if end <= top), default=0)
+    first = start
+    for block in stylize_rows(reader, runner, stats, plan, preserve_color=preserve_color, clock=clock,
+                              start_row=start):
+        last = first + block.shape[0]
+        if last > top:
+            yield block[max(top - first, 0): min(bottom, last) - first]
+        if last >= bottom:
+            return
+        first = last
 
 
 LUMA = (0.299, 0.587, 0.114)  # BT.601, as in JPEG's YCbCr

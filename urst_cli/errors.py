@@ -23,6 +23,9 @@ class UrstError(Exception):
         super().__init__(message)
         self.exit_code = exit_code
 
+    def __reduce__(self):  # pickled with its exit code (an error raised on a Dask worker reaches the client whole)
+        return type(self), (str(self), self.exit_code)
+
 
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, so a run unwinds (and cleans up) as on Ctrl-C."""

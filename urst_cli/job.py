@@ -20,7 +20,7 @@ import pyvips
 import torch
 
 from . import __version__
-from .engine import Runner, TilePlan, batch_for_memory, stylize_rows
+from .engine import Runner, TilePlan, batch_for_memory, stylize_rows, stylize_span
 from .timing import Stopwatch
 from .errors import EXIT_USAGE, UrstError, raise_if_stopped
 from .heap import reuse_freed_blocks, trim_heap
@@ -32,9 +32,10 @@ from .precision import cached_closeness, native_bfloat16
 from .reader import DEFAULT_MAX_PIXELS, BandReader, ImageInfo, ImageSource, probe, read_style, read_whole
 from .resume import Journal, journal_folder, tensor_digest
 from .stats import SampleSpec, exact_stats, sampled_stats, whole_stats
-from .writer import OutputSpec, check_output, remove_orphans, write_rows
+from .writer import OutputSpec, check_output, encode_tiles, own_tiff, remove_orphans, write_rows
 
-__all__ = ["Job", "Result", "Prepared", "prepare", "run", "pick_device", "coarsest_level", "StatsMode"]
+__all__ = ["Job", "Result", "Prepared", "prepare", "run", "pick_device", "coarsest_level", "StatsMode",
+           "check_banded", "image_stats", "band_tiles"]
 
 StatsMode = Literal["auto", "sampled", "thumbnail", "exact"]
 FEATHER = 16  # blend width in pixels at patch seams
@@ -453,3 +454,39 @@ def _paint_level(job: Job, info: ImageInfo, levels: list[Level], i: int, runner:
         files.photo(level.index + 1).unlink(missing_ok=True)
     return {**what, "stats_mode": mode, "stats_seconds": stats_seconds, "patches": len(cols) * len(rows),
             "seconds": time.perf_counter() - started}
+
+
+# One image in bands of tile rows, each computed on its own (cluster.py runs them on Dask workers): the
+# statistics once, then any band from the input, the statistics and the set-up alone, as encoded tiles
+# that writer.write_tiles puts together into the file a local run writes, byte for byte.
+
+def check_banded(job: Job, info: ImageInfo) -> None:
+    """Refuse, before any work, jobs whose output cannot be made of independent bands: those need one level
+    (multi-scale paints each level from the whole coarser one) and urst's own tiled TIFF."""
+    if len(plan_levels(info.width, info.height, job.stroke_scale)) > 1:
+        raise UrstError(f"{job.input}: one image across workers is painted at one stroke scale: give "
+                        "--stroke-scale 1 (multi-scale levels need the whole coarser level)", EXIT_USAGE)
+    if not own_tiff(job.output):
+        raise UrstError(f"{job.output.path}: one image across workers is written as a tiled TIFF (.tif, "
+                        "--compression deflate or none, no --pyramid)", EXIT_USAGE)
+    if job.resume:
+        raise UrstError("--resume does not apply to one image across workers (a lost band is computed again)",
+                        EXIT_USAGE)
+
+
+def image_stats(job: Job, prepared: Prepared, info: ImageInfo) -> tuple[NormStats, str]:
+    """The normalization statistics of a one-level job's image, and the estimator that made them."""
+    runner, plan = prepared.for_image(job)
+    pw, ph = valid_size(info.width, runner.model), valid_size(info.height, runner.model)
+    source = ImageSource(job.input)
+    return compute_stats(job, runner, plan, source, lambda: BandReader(source, pw, ph), pw * ph, job.sample)
+
+
+def band_tiles(job: Job, prepared: Prepared, info: ImageInfo, stats: NormStats, top: int, bottom: int) -> list[bytes]:
+    """Output rows [top, bottom) of a one-level job (``top`` on a tile row; ``bottom`` too, or the image's
+    height) as encoded TIFF tiles: what a local run writes there, computed from the input and ``stats``."""
+    runner, plan = prepared.for_image(job)
+    reader = BandReader(ImageSource(job.input), valid_size(info.width, runner.model),
+                        valid_size(info.height, runner.model))
+    blocks = stylize_span(reader, runner, stats, plan, top, bottom, job.preserve_color)
+    return encode_tiles(blocks, info.width, info.height, info.bands, job.output, bottom - top)

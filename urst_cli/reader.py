@@ -191,6 +191,7 @@ class BandReader:
         self._bufs = [np.zeros((0, padded_width, self.bands), np.uint8) for _ in range(2)]
         self._turn = 0  # the buffer holding the last band
         self._top, self._count = 0, 0  # its first rows hold real rows [_top, _top + _count)
+        self._jumped = False  # a tiled file read from a random-access handle, having skipped rows
 
     @property
     def tiled(self) -> bool:
@@ -257,9 +258,15 @@ class BandReader:
             buf[rows, left:right] = self._fetch(region, left, top, right - left, rows.stop - rows.start)
 
     def _skip(self, start: int, stop: int) -> None:
-        """Decode and drop rows [start, stop): a sequential source cannot jump ahead (tiled files decoded by
-        several threads need not: their handles read any region)."""
-        if self._decoders is not None:
+        """Decode and drop rows [start, stop): a sequential source cannot jump ahead (tiled files need not:
+        they are read through a handle that reads any region, as several decoding threads read them)."""
+        if self._decoders is not None or stop <= start:
+            return
+        if self.tiled:  # a band of rows far down the image (a cluster's band) decodes only its own tiles
+            if not self._jumped:
+                self._region = pyvips.Region.new(self.source.open("random"))
+                self._columns = [(left, right, self._region) for left, right, _ in self._columns]
+                self._jumped = True
             return
         for row in range(start, stop, self.FETCH_ROWS):
             self._fetch(self._region, 0, row, self.width, min(self.FETCH_ROWS, stop - row))

@@ -43,7 +43,7 @@ from .errors import EXIT_OUTPUT, EXIT_USAGE, UrstError
 from .timing import Stopwatch
 
 __all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows", "Transform", "image_rows",
-           "remove_orphans"]
+           "remove_orphans", "own_tiff", "tile_side", "encode_tiles", "write_tiles"]
 
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp",
            ".dzi": "dzi", ".szi": "szi", ".iiif": "iiif"}  # .iiif: a folder
@@ -176,12 +176,12 @@ class _AbortedStream(Exception):
     pass
 
 
-def _own_tiff(spec: OutputSpec) -> bool:
+def own_tiff(spec: OutputSpec) -> bool:
     """Whether urst encodes the tiles itself (see the module docstring); libvips does the rest."""
     return spec.format == "tiff" and not spec.pyramid and spec.compression in ("deflate", "none")
 
 
-def _tile_side(spec: OutputSpec, width: int, height: int) -> int:
+def tile_side(spec: OutputSpec, width: int, height: int) -> int:
     """The TIFF tile side: readers refuse tiles much larger than the image, so at most its size (16-px steps)."""
     return min(spec.tile_size, max(16, -(-max(width, height) // 16) * 16))
 
@@ -235,20 +235,48 @@ def _encode_tile(pixels: np.ndarray, deflate: bool) -> bytes:
 
 def _save_tiles(blocks: Iterator[np.ndarray], path: str, width: int, height: int, bands: int,
                 spec: OutputSpec) -> None:
-    tile = _tile_side(spec, width, height)
+    tile = tile_side(spec, width, height)
+    _save_encoded(tiff_tiles(blocks, width, height, bands, tile, spec.compression == "deflate"), path, width,
+                  height, bands, spec)
+
+
+def _save_encoded(tiles: Iterable[bytes], path: str, width: int, height: int, bands: int, spec: OutputSpec) -> None:
+    """A tiled BigTIFF from its tiles, encoded as ``tiff_tiles`` encodes them, in TIFF order."""
+    tile = tile_side(spec, width, height)
     deflate = spec.compression == "deflate"
     with tifffile.TiffWriter(path, bigtiff=True) as tiff:
-        tiff.write(tiff_tiles(blocks, width, height, bands, tile, deflate), shape=(height, width, bands),
-                   dtype=np.uint8, tile=(tile, tile), photometric="rgb",
+        tiff.write(tiles, shape=(height, width, bands), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
                    compression="adobe_deflate" if deflate else None, predictor=deflate,
                    extrasamples=("unassalpha",) if bands == 4 else None, metadata=None,
                    software=f"urst {__version__}")
 
 
+def encode_tiles(blocks: Iterable[np.ndarray], width: int, height: int, bands: int, spec: OutputSpec,
+                 rows: int) -> list[bytes]:
+    """The encoded tiles of ``rows`` rows of a ``width`` x ``height`` image (row blocks, starting on a tile row):
+    the same bytes that writing the whole image puts in the file for them (``write_tiles`` takes them)."""
+    return list(tiff_tiles(blocks, width, rows, bands, tile_side(spec, width, height), spec.compression == "deflate"))
+
+
+def write_tiles(tiles: Iterable[bytes], width: int, height: int, bands: int, spec: OutputSpec) -> None:
+    """Write a tiled BigTIFF from encoded tiles in TIFF order (``encode_tiles``, band after band) to ``spec.path``,
+    through a temporary file renamed when complete (removed on any failure)."""
+    if not own_tiff(spec):
+        raise ValueError(f"{spec.path}: tiles are written only to a flat deflate or uncompressed TIFF")
+    remove_orphans(spec.path)
+    tmp = spec.path.with_name(f".{spec.path.name}.{os.getpid()}.partial")
+    try:
+        _save_encoded(tiles, str(tmp), width, height, bands, spec)
+        _publish(tmp, spec, width, height)
+    except BaseException as exc:
+        _discard(tmp)
+        raise _output_error(exc, spec) from None
+
+
 def _save(image: pyvips.Image, path: str, spec: OutputSpec) -> None:
     fmt = spec.format
     if fmt == "tiff":
-        tile = _tile_side(spec, image.width, image.height)
+        tile = tile_side(spec, image.width, image.height)
         image.tiffsave(path, tile=True, tile_width=tile, tile_height=tile, bigtiff=True,
                        compression=spec.compression, Q=spec.quality, pyramid=spec.pyramid,
                        predictor="horizontal" if spec.compression in ("deflate", "lzw", "zstd") else "none")
@@ -326,7 +354,7 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
 
     def saver() -> None:
         try:
-            if _own_tiff(spec) and transform is None:
+            if own_tiff(spec) and transform is None:
                 _save_tiles(_pull(pipe), str(tmp), width, height, bands, spec)
                 return
             source = pyvips.SourceCustom()
@@ -334,7 +362,7 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
             image = pyvips.Image.new_from_source(source, "", access="sequential")
             if transform is not None:
                 image = transform(image)
-            if _own_tiff(spec):
+            if own_tiff(spec):
                 _save_tiles(image_rows(image), str(tmp), width, height, bands, spec)
             else:
                 _save(image, str(tmp), spec)
@@ -359,11 +387,16 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
         pipe.blocks.put(_Abort())
         thread.join(timeout=60)
         _discard(tmp)
-        if isinstance(exc, pyvips.Error):
-            raise UrstError(f"cannot write {spec.path}: {_reason(exc)}", EXIT_OUTPUT) from None
-        if isinstance(exc, OSError):
-            raise UrstError(f"cannot write {spec.path}: {exc.strerror or exc}", EXIT_OUTPUT) from None
-        raise
+        raise _output_error(exc, spec) from None
+
+
+def _output_error(exc: BaseException, spec: OutputSpec) -> BaseException:
+    """What a failed write raises: pyvips' and the OS's errors as one line (EXIT_OUTPUT), anything else as it is."""
+    if isinstance(exc, pyvips.Error):
+        return UrstError(f"cannot write {spec.path}: {_reason(exc)}", EXIT_OUTPUT)
+    if isinstance(exc, OSError):
+        return UrstError(f"cannot write {spec.path}: {exc.strerror or exc}", EXIT_OUTPUT)
+    return exc
 
 
 def remove_orphans(path: Path, suffix: str = ".partial") -> None:

@@ -128,18 +128,19 @@ class EventView:
             self.bar.update(self.batch_task, description=self._files_text(), completed=self.pixels_done)
 
 
-def run_batch_command(template, items, options, view: EventView, failed_list: Path | None = None) -> None:
+def run_batch_command(template, items, options, view: EventView, failed_list: Path | None = None,
+                      outcomes=None) -> None:
     """Run a batch (urst_cli.batch) rendered by ``view`` and exit with its code; a set-up error, Ctrl-C or
     SIGTERM ends in one line and its exit code. ``failed_list``: the failed inputs, one a line (written
-    even when the run is stopped)."""
-    from ..batch import run_batch
+    even when the run is stopped); ``outcomes``: where the inputs run (default: here, batch.local_outcomes)."""
+    from ..batch import local_outcomes, run_batch
 
     kept = "; finished rows are kept: run it again with --resume to continue" if template.resume else \
         "; nothing was written for the current file"
     previous = {sig: signal.signal(sig, stop_on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with view:
-            summary = run_batch(template, items, options, view)
+            summary = run_batch(template, items, options, view, outcomes or local_outcomes)
     except UrstError as exc:
         fail(exc)
     except KeyboardInterrupt:

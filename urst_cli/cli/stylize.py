@@ -16,8 +16,9 @@ from .common import DeviceChoice, EventView, StatsChoice, fail, run_batch_comman
 __all__ = ["stylize", "PANELS"]
 
 # the help panels of `urst stylize --help`, in the order a new user looks for them
-STYLE, STROKES, TILING, OUTPUT, BATCH = "Style", "Strokes and statistics", "Tiling and device", "Output", "Batch"
-PANELS = (STYLE, STROKES, TILING, OUTPUT, BATCH)
+STYLE, STROKES, TILING, OUTPUT, BATCH, CLUSTER = ("Style", "Strokes and statistics", "Tiling and device", "Output",
+                                                 "Batch", "Cluster")
+PANELS = (STYLE, STROKES, TILING, OUTPUT, BATCH, CLUSTER)
 
 
 class CompressionChoice(str, Enum):
@@ -142,6 +143,15 @@ def stylize(
     max_pixels: int = typer.Option(4 * 1024**3, "--max-pixels", min=1, help="Refuse inputs with more pixels.",
                                    rich_help_panel=BATCH),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.", rich_help_panel=BATCH),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on the Dask cluster of this scheduler "
+                                            "(e.g. tcp://host:8786; needs urst\\[cluster] and a file system the "
+                                            "workers share): several inputs one per worker, one input in bands of "
+                                            "rows across all of them.", rich_help_panel=CLUSTER),
+    local_workers: Optional[int] = typer.Option(None, "--local-workers", min=1, help="As --scheduler, on N worker "
+                                                "processes started on this machine.", rich_help_panel=CLUSTER),
+    band_rows: Optional[int] = typer.Option(None, "--band-rows", min=1, help="One input on a cluster: rows per band, "
+                                            "a multiple of --tile-size (default: about 32 MP per band).",
+                                            rich_help_panel=CLUSTER),
 ) -> None:
     """Stylize photographs with a painting's style, streaming patches so any size fits in memory.
 
@@ -201,4 +211,28 @@ def stylize(
             fail(exc)
         options = BatchOptions(skip_existing=skip_existing, fail_fast=fail_fast, preview=preview,
                                raise_unexpected=bool(os.environ.get("URST_DEBUG")), workdir=Path(workdir))
-        run_batch_command(template, items, options, EventView(as_json, quiet), failed_list)
+        if scheduler is None and local_workers is None:
+            run_batch_command(template, items, options, EventView(as_json, quiet), failed_list)
+            return
+        _on_cluster(template, items, options, EventView(as_json, quiet), failed_list, scheduler, local_workers,
+                    band_rows)
+
+
+def _on_cluster(template, items, options, view: EventView, failed_list, scheduler, local_workers, band_rows) -> None:
+    """A batch with one task per file, or one input in bands, on a Dask cluster (urst_cli.cluster)."""
+    from ..batch import STDOUT
+
+    if scheduler is not None and local_workers is not None:
+        fail(UrstError("--scheduler and --local-workers both say where to run: give one", EXIT_USAGE))
+    if options.preview or template.resume or any(item.output == STDOUT for item in items):
+        fail(UrstError("--preview, --resume and -o - run here only: leave out --scheduler/--local-workers", EXIT_USAGE))
+    from ..cluster import banded_outcomes, check_one_image, connect, file_outcomes
+
+    try:
+        if len(items) == 1:  # what cannot run in bands is refused before any worker starts
+            check_one_image(template, items[0], band_rows)
+        with connect(scheduler, local_workers) as client:
+            outcomes = banded_outcomes(client, band_rows) if len(items) == 1 else file_outcomes(client)
+            run_batch_command(template, items, options, view, failed_list, outcomes)
+    except UrstError as exc:
+        fail(exc)
