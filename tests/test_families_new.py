@@ -54,10 +54,11 @@ def _runner(model, weights, painting, weights_dir, **options):
 
 
 def test_models_lists_all_nine_families_and_where_their_weights_come_from(weights_dir):
+    """Nine stylizers, and the null model (no network: bench --baseline-host) last."""
     out = run_cli("models", "--weights-dir", weights_dir, check=True).stdout
     families = [line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")]
-    nine = ["magenta", "multistyle26", "adain", "wct", "johnson", "capvst", "sanet", "linear", "msgnet"]
-    assert families == [*nine, "null"]  # and the null model, which measures the pipeline without a network
+    assert families == ["magenta", "multistyle26", "adain", "wct", "johnson", "capvst", "sanet", "linear", "msgnet",
+                        "null"]
     for family, source in (("capvst", "linfengWen98/CAP-VSTNet"), ("sanet", "GlebSBrykin/SANET"),
                            ("linear", "sunshineatnoon/LinearStyleTransfer"),
                            ("msgnet", "zhanghang1989/PyTorch-Multi-Style-Transfer")):

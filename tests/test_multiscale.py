@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import pyvips
 import tifffile
-import torch
 
-from urst_cli.engine import Runner, stylize_rows
+from urst_cli.engine import stylize_rows
 from urst_cli.errors import UrstError
-from urst_cli.job import Job, conditioning, load_model, make_plan, run
+from urst_cli.job import Job, prepare, run
 from urst_cli.models import valid_size
 from urst_cli.multiscale import halve, plan_levels, shift_low_band
 from urst_cli.reader import BandReader, read_style, read_whole
@@ -23,8 +22,6 @@ from urst_cli.stats import whole_stats
 from urst_cli.writer import OutputSpec
 
 from conftest import resized, run_cli, wait_for, with_alpha_ramp
-
-CPU = torch.device("cpu")
 
 
 def _sizes(width, height, scale):
@@ -68,6 +65,22 @@ def test_low_band_shift_moves_only_the_low_band():
     assert out[:, :12].mean() < 130 and out[:, -12:].mean() > 170
 
 
+def test_a_level_several_octaves_down_gives_its_band_alone():
+    """The final level takes its lowest band from the coarsest level, ``coarse_octaves`` down."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(40, 200, (67, 90, 3), dtype=np.uint8)
+    coarsest = halve(halve(_image(x)))
+    assert (coarsest.width, coarsest.height) == (23, 17)
+    np.testing.assert_array_equal(shift_low_band(_image(x), coarsest.cast("uchar"), 2, coarse_octaves=2).numpy(), x)
+    moved = shift_low_band(_image(x), (coarsest - 25).cast("uchar"), 2, coarse_octaves=2).numpy().astype(int)
+    assert np.abs(moved - x + 25).max() <= 1
+    # what it moves is smooth: a checkerboard in the coarsest level barely reaches full resolution
+    board = (np.indices((17, 23)).sum(axis=0) % 2 * 40 - 20)[..., None].repeat(3, axis=2)
+    checkered = _image((coarsest.numpy() + board).clip(0, 255).astype(np.uint8))
+    moved = shift_low_band(_image(x), checkered, 2, coarse_octaves=2).numpy().astype(int)
+    assert np.abs(moved - x)[8:-8, 8:-8].max() <= 6
+
+
 @pytest.fixture(scope="module")
 def photo_512(tmp_path_factory, photo):
     return resized(photo, tmp_path_factory.mktemp("ms") / "photo.png", 512, 344)
@@ -79,10 +92,8 @@ def test_stroke_scale_1_is_the_single_scale_pass(tmp_path, photo_512, painting):
     out = tmp_path / "one.tif"
     job = Job(input=photo_512, output=OutputSpec(out), styles=[painting], stroke_scale="1")
     run(job)
-    net = load_model(job, CPU)
-    runner = Runner(net, conditioning(job, net, CPU), CPU)
-    plan = make_plan(job, runner)
-    pw, ph = valid_size(512, net), valid_size(344, net)
+    runner, plan = prepare(job).for_image(job)  # the job's precision: bf16 where the CPU is fast and close in it
+    pw, ph = valid_size(512, runner.model), valid_size(344, runner.model)
     stats = whole_stats(runner, read_whole(photo_512))
     expected = np.concatenate(list(stylize_rows(BandReader(photo_512, pw, ph), runner, stats, plan)))
     np.testing.assert_array_equal(tifffile.imread(out), expected)

@@ -24,7 +24,8 @@ from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SOME_FAILED, EXIT_USAGE, UrstE
 from .events import (Emit, FileDone, FileError, FileProgress, FileSkipped, FileStart, Start, Summary, error_kind)
 from .heap import resident_bytes, trim_heap
 from .job import Job, Prepared, Progress, coarsest_level, prepare, run
-from .multiscale import COARSE_SAMPLE_SIZE, halve
+from .multiscale import (COARSE_SAMPLE_SIZE, LEVELS_SUFFIX, LevelFiles, build_photo_pyramid, halve,
+                         plan_levels)
 from .reader import ImageInfo, open_rgb, probe
 
 __all__ = ["Source", "Item", "Naming", "BatchOptions", "STDOUT", "TEMPLATE_FIELDS", "FORMAT_SUFFIXES",
@@ -287,19 +288,24 @@ class _FileProgress(Progress):
 
 
 def preview_copy(path: Path, k: int, dest: Path) -> Path:
-    """``path`` halved ``k`` times as multi-scale stylization's photo pyramid halves it (alpha too), written
-    uncompressed in libvips' own format (any sample format)."""
+    """``path`` halved ``k`` times: the photo pyramid's level k, made as multi-scale stylization makes it
+    (alpha halved alongside), written uncompressed in libvips' own format (any sample format)."""
     import pyvips
 
+    files = LevelFiles(dest.with_name(dest.name + LEVELS_SUFFIX))
     try:
         rgb, alpha = open_rgb(path, "sequential")
-        image = rgb.bandjoin(alpha) if alpha is not None else rgb
-        for _ in range(k):
-            image = halve(image)
-        image.write_to_file(str(dest))
+        if k:
+            build_photo_pyramid(path, plan_levels(rgb.width, rgb.height, str(2 ** k)), files)
+            rgb = pyvips.Image.new_from_file(str(files.photo(k)), access="sequential")
+        for _ in range(k if alpha is not None else 0):
+            alpha = halve(alpha)
+        (rgb.bandjoin(alpha) if alpha is not None else rgb).write_to_file(str(dest))
     except pyvips.Error as exc:
         raise UrstError(f"{path}: cannot reduce it for the preview ({str(exc).strip().splitlines()[0]})",
                         EXIT_INPUT) from None
+    finally:
+        files.remove()
     return dest
 
 

@@ -210,7 +210,7 @@ def run_sweep(sizes: list[float], options: dict, baseline: bool, on_result=lambd
                 if copy_baseline and i == 0:
                     row["copy"] = _spawn({**spec, "mode": "copy"})
                 if host_baseline and i == 0:
-                    row["host"] = _spawn({**spec, "mode": "host"})
+                    row["host"] = _spawn({**spec, "mode": "host", "stroke_scale": strokes})
                 rows.append(row)
                 on_result(row)
             path.unlink()

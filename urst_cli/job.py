@@ -201,7 +201,8 @@ def conditioning(job: Job, model, device: torch.device, context: _StyleContext |
         # the square the style predictor reads (magenta) can only be zoomed into
         valid = job.style_scale >= 1 if spec.style_square else job.style_scale > 0
         if not valid or not math.isfinite(job.style_scale):
-            raise UrstError(f"--style-scale {job.style_scale}: must be {'at least 1' if spec.style_square else 'above 0'}"
+            least = "at least 1" if spec.style_square else "above 0"
+            raise UrstError(f"--style-scale {job.style_scale}: must be {least}"
                             f" for model '{spec.name}'", EXIT_USAGE)
         styles = [read_style(path, spec.style_side, spec.style_square, job.style_scale) for path in job.styles]
     elif spec.style == "preset":
@@ -342,7 +343,8 @@ def whole_pass_limit(runner: Runner, plan: TilePlan) -> int:
 
 def compute_stats(job: Job, runner: Runner, plan: TilePlan, source: ImageSource, open_reader,
                   pixels: int, sample: SampleSpec) -> tuple[NormStats, str]:
-    """The normalization statistics of ``source`` (the input, or a multi-scale level), and the estimator that made them."""
+    """The normalization statistics of ``source`` (the input, or a multi-scale level), and the estimator that
+    made them."""
     mode = job.stats
     whole_limit = job.whole_limit or whole_pass_limit(runner, plan)
     if mode == "auto":
@@ -411,7 +413,9 @@ def _paint_level(job: Job, info: ImageInfo, levels: list[Level], i: int, runner:
     source = ImageSource(job.input) if len(levels) == 1 else LevelSource(
         job.input, level.index, {lv.index: files.photo(lv.index) for lv in levels}, coarser)
     # single-scale keeps colours in the engine; multi-scale after the restore, from the photo itself
-    transform = restore(coarser, job.input if job.preserve_color and final else None) if coarser else None
+    coarsest = files.output(levels[0].index) if len(levels) > 2 else None  # the final level's lowest band
+    transform = restore(coarser, job.input if job.preserve_color and final else None,
+                        (coarsest, levels[0].index - level.index) if final and coarsest else None) if coarser else None
     keep_colours = job.preserve_color and len(levels) == 1
     label = f"level {i + 1}/{len(levels)} {level.width}x{level.height}: " if len(levels) > 1 else ""
     started = time.perf_counter()
@@ -438,8 +442,9 @@ def _paint_level(job: Job, info: ImageInfo, levels: list[Level], i: int, runner:
     if journal_here is not None:
         blocks = chain(journal_here.replay(), journal_here.record(blocks))
     write_rows(blocks, level.width, level.height, bands, output, clock, transform)
-    if coarser is not None and journal is None:  # what this level was made from is no longer needed
-        coarser.unlink(missing_ok=True)
+    if coarser is not None and journal is None:  # what this level was made from is no longer needed...
+        if coarser != coarsest:  # ...but the coarsest level, until the final one is done
+            coarser.unlink(missing_ok=True)
         files.photo(level.index + 1).unlink(missing_ok=True)
     return {**what, "stats_mode": mode, "stats_seconds": stats_seconds, "patches": len(cols) * len(rows),
             "seconds": time.perf_counter() - started}

@@ -102,7 +102,8 @@ class _BenchTable:
         if self.out is None:
             return
         if not self.started:
-            self.out.print(f"{'size':>15} {'MP':>7} {'strokes':>7} {'time s':>8} {'MP/s':>6} {'RSS MiB':>8} {'GPU MiB':>8} "
+            self.out.print(f"{'size':>15} {'MP':>7} {'strokes':>7} {'time s':>8} {'MP/s':>6} {'RSS MiB':>8} "
+                           f"{'GPU MiB':>8} "
                            f"{'÷model':>7} {'÷copy':>6}  " + " ".join(f"{s:>6}" for s in self.STAGES) +
                            "  whole image", soft_wrap=True)
             self.started = True
@@ -124,7 +125,8 @@ class _BenchTable:
         per_model = f"{t['seconds'] / t['model_alone_seconds']:7.2f}" if "model_alone_seconds" in t else f"{'-':>7}"
         stages = " ".join(f"{t['stages'].get(s, 0):6.1f}" for s in self.STAGES)
         gpu = f"{t['peak_gpu_mib']:8.0f}" if "peak_gpu_mib" in t else f"{'-':>8}"
-        self.out.print(f"{label:>15} {megapixels:7.1f} {strokes:>7} {t['seconds']:8.1f} {megapixels / t['seconds']:6.2f} "
+        self.out.print(f"{label:>15} {megapixels:7.1f} {strokes:>7} {t['seconds']:8.1f} "
+                       f"{megapixels / t['seconds']:6.2f} "
                        f"{t['peak_rss_mib']:8.0f} {gpu} {per_model} {per_copy}  {stages}  {whole_text}",
                        markup=False, soft_wrap=True)
 

@@ -30,8 +30,9 @@ from .vgg import STYLE_SIDE, WCT, AdaIN, adain_condition, wct_condition
 __all__ = [
     "ModelSpec", "REGISTRY", "AUXILIARY", "get_spec", "load_parts", "load_weights", "check_state", "part_module",
     "part_stems", "variant", "missing_parts", "packaged_weights_dir", "user_cache_dir", "user_weights_dir",
-    "find_weights", "Stylizer", "Conditioning", "mix", "NormStats", "NormLayers", "StatsPolicy", "PerInstance", "Replay", "Probe", "ProbeDone",
-    "collect", "Box", "pad_to_valid", "valid_size", "zero_padded_copy", "PREDICTOR_SIZE", "NUM_PRESETS", "NULL_MODEL",
+    "find_weights", "Stylizer", "Conditioning", "mix", "NormStats", "NormLayers", "StatsPolicy", "PerInstance",
+    "Replay", "Probe", "ProbeDone", "collect", "Box", "pad_to_valid", "valid_size", "zero_padded_copy",
+    "PREDICTOR_SIZE", "NUM_PRESETS", "NULL_MODEL",
 ]
 
 
