@@ -120,12 +120,15 @@ def shift_low_band(x: pyvips.Image, coarse: pyvips.Image, octaves: int,
     back up.
 
     ``x_halved``: ``halve(x)`` where it is already on disk (the photo pyramid); then the only work at x's
-    own resolution is the final addition. The last step up is a 2x zoom of the rounded difference: it is
-    smooth at that scale (measured on a painting: 0.3 levels mean from bilinear, 4 at most), and a zoom
-    costs nothing.
+    own resolution is the final addition.
     """
-    reduced = halve(x) if x_halved is None else x_halved
-    sizes = []  # of every octave the band passes on its way down, but x's own
+    half = halve(x) if x_halved is None else x_halved
+    return _add_zoomed(x, _low_band_step(half, coarse, coarse_octaves, octaves))
+
+
+def _low_band_step(half: pyvips.Image, coarse: pyvips.Image, coarse_octaves: int, octaves: int) -> pyvips.Image:
+    """What ``shift_low_band`` adds, at half of x's scale (``half`` = halve(x)), rounded to whole levels."""
+    reduced, sizes = half, []  # sizes: of every octave the band passes on its way down, but x's own
     for _ in range(coarse_octaves - 1):
         sizes.append((reduced.width, reduced.height))
         reduced = halve(reduced)
@@ -136,7 +139,13 @@ def shift_low_band(x: pyvips.Image, coarse: pyvips.Image, octaves: int,
     difference = difference.convsep(_BINOMIAL, precision="float")
     for width, height in reversed(sizes):
         difference = _double(difference, width, height)
-    step = difference.rint().cast("short").zoom(2, 2).crop(0, 0, x.width, x.height)
+    return difference.rint()
+
+
+def _add_zoomed(x: pyvips.Image, step: pyvips.Image) -> pyvips.Image:
+    """x plus ``step`` (half of x's size) zoomed 2x: the step is smooth at its own scale (measured on a
+    painting: 0.3 levels mean from bilinear, 4 at most), and a zoom costs nothing at x's resolution."""
+    step = step.cast("short").zoom(2, 2).crop(0, 0, x.width, x.height)
     return (x + step).cast("uchar")
 
 
@@ -182,12 +191,15 @@ def restore(coarse: Path, photo: Path | None = None, coarsest: tuple[Path, int] 
     of three or more)."""
 
     def transform(painted: pyvips.Image) -> pyvips.Image:
-        coarse_img = pyvips.Image.new_from_file(str(coarse), access="sequential")
-        rgb = shift_low_band(_rgb(painted), coarse_img, RESTORE_OCTAVES)
-        if coarsest is not None:
+        x = _rgb(painted)
+        half = halve(x)
+        step = _low_band_step(half, pyvips.Image.new_from_file(str(coarse), access="sequential"), 1,
+                              RESTORE_OCTAVES)
+        if coarsest is not None:  # both bands added at once: the full-resolution work is one zoom and one sum
             path, octaves = coarsest
-            rgb = shift_low_band(rgb, pyvips.Image.new_from_file(str(path), access="sequential"), octaves,
-                                 coarse_octaves=octaves)
+            step += _low_band_step(half + step, pyvips.Image.new_from_file(str(path), access="sequential"),
+                                   octaves, octaves)
+        rgb = _add_zoomed(x, step)
         if photo is not None:
             rgb = keep_photo_colours(rgb, open_rgb(photo, "sequential")[0])
         return _with_alpha_of(rgb, painted)

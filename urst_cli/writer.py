@@ -262,8 +262,11 @@ def _save(image: pyvips.Image, path: str, spec: OutputSpec) -> None:
         deepzoom.save(image, Path(path), spec.path.name, fmt, spec.quality)
 
 
-def image_rows(image: pyvips.Image, rows: int = 64) -> Iterator[np.ndarray]:
-    """A libvips image's rows, top to bottom, as uint8 [n, width, bands] blocks (pulled through its pipeline)."""
+def image_rows(image: pyvips.Image, rows: int = 32) -> Iterator[np.ndarray]:
+    """A libvips image's rows, top to bottom, as uint8 [n, width, bands] blocks (pulled through its pipeline).
+
+    libvips holds buffers in proportion to the rows asked at once in every operation of the pipeline: the
+    final level's composition at 16000 px wide grew the process by 668 MiB fetching 64 rows, 513 at 32."""
     region = pyvips.Region.new(image)
     for top in range(0, image.height, rows):
         n = min(rows, image.height - top)
