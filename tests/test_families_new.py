@@ -147,6 +147,35 @@ def test_zero_padding_changes_nothing_beyond_the_receptive_radius(small_photo, p
     assert change[r - 8: -r + 8, r - 8: -r + 8].max() > 0  # and the radius is not overstated by more than 8 px
 
 
+def test_capvst_receptive_radius_measured_by_changing_one_column():
+    """CAP-VSTNet's radius (464 px: too wide for the window above) measured on a 1024 px wide strip: one input column
+    changed, at each offset on the squeeze grid; nothing beyond the radius may change, in the latent (the
+    statistics layer's input, half of it) or the output, and the reach seen comes near it. He-scaled weights, like
+    trained ones: the tests' smaller ones let changes fade below float precision ~40 px short of the radius."""
+    torch.manual_seed(0)
+    net = CapVST("photorealistic").eval().requires_grad_(False)
+    for conv in (m for m in net.modules() if isinstance(m, torch.nn.Conv2d)):
+        torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        torch.nn.init.zeros_(conv.bias)
+    width, centre, offsets = 1024, 512, 4
+    x = torch.rand(1, 3, 16, width).repeat(1 + offsets, 1, 1, 1)
+    for k in range(offsets):
+        x[1 + k, :, :, centre + k] = torch.rand(3, 16)
+    with torch.inference_mode():
+        latent = net.encode(x)
+        statistics = PerInstance(net)(0, latent[:1])
+        identity = [(torch.eye(latent.shape[1]), latent[:1].mean(dim=(2, 3)), torch.ones(1))]
+        out = net(x, identity, lambda index, h: statistics)
+
+    def reach(a):
+        changed = [torch.nonzero((a[1 + k] - a[0]).abs().amax(dim=(0, 1)) > 0).flatten() for k in range(offsets)]
+        return max(max(centre + k - int(c.min()), int(c.max()) - centre - k) for k, c in enumerate(changed))
+
+    r = net.receptive_radius
+    assert r // 2 - 8 <= reach(latent) <= r // 2  # measured 231
+    assert r - 16 <= reach(out) <= r  # measured 452: the bound also counts squeeze offsets no column reaches
+
+
 def test_capvst_inverts_exactly_and_cwct_of_the_content_itself_returns_it(weights_dir, small_photo, painting):
     for variant in ("photorealistic", "artistic"):
         net = load_model(Job(input=painting, output=OutputSpec(painting), model="capvst", weights=variant,

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from urst_cli.job import Job, conditioning, load_model, use_bfloat16
+from urst_cli.models.capvst import CapVST, capvst_condition
 from urst_cli.precision import (MAX_MEAN_LEVELS, MAX_P99_LEVELS, Closeness, bfloat16_closeness, cached_closeness,
                                 native_bfloat16)
+from urst_cli.reader import read_whole
 from urst_cli.writer import OutputSpec
 
 CPU = torch.device("cpu")
@@ -54,3 +56,16 @@ def test_the_check_is_measured_once_and_kept_in_the_user_cache(tmp_path, paintin
     _, _, other_style = _network(painting, "magenta", styles=[photo])
     cached_closeness(net, other_style)  # another style is another entry
     assert len(json.loads(cache.read_text())) == 2
+
+
+def test_a_float32_only_network_keeps_float32_on_the_cpu_without_measuring(tmp_path, painting, monkeypatch):
+    """capvst: bf16 rounding of y1 = x1 + F(x2) is not undone by its inverse, whatever the check window says."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    net = CapVST("artistic").eval().requires_grad_(False)
+    with torch.inference_mode():
+        cond = capvst_condition(net, [read_whole(painting)[:64, :64]], 1.0)[0]
+    job = Job(input=painting, output=OutputSpec(Path("unused.tif")), model="capvst")
+    assert net.float32_only and use_bfloat16(job, net, CPU, cond) is False
+    assert not (tmp_path / "urst" / "precision.json").exists()  # no check run: nothing it says would change that
+    job.precision = "bfloat16"  # asked for, it is taken
+    assert use_bfloat16(job, net, CPU, cond) is True

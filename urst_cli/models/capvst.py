@@ -93,7 +93,7 @@ class CapVST(WhiteningColouring, Stylizer):
     transform = "cwct"
     pad_multiple = 4
     min_side = 16
-    receptive_radius = 464  # measured 453 (latent 231): 234 px each way, 30 + 32 blocks
+    receptive_radius = 464  # bound: 232 px each way (30 + 2 blocks); measured 452 (latent 231), see tests
     # covering 464 px of context costs ~25x the model's work in windows that fit 1 GiB; --overlap 472 for exact
     default_context = 64
     float32_only = True  # the inverse subtracts F(x2) from y1: bf16 rounding of every sum would stay in the image
