@@ -10,13 +10,14 @@ the input instead, the coarsest level first and every finer level from the one b
     painted_k  the single-scale pass (engine.py) over content_k, with content_k's statistics
     out_k      painted_k with its low band (two octaves down) restored to out_{k+1}'s, so that
                what the network repaints at this scale does not drift from what the coarser
-               levels painted
+               levels painted; out_0 also takes its lowest band (below the coarsest level's own
+               scale) from the coarsest level
 
 The coarsest level is painted from the photo alone, at the size the network paints a whole
 picture (a long side of 768-1536 px by default): the look seen whole. Each finer level adds
 an octave of strokes on top, down to the network's own brush texture at 100%.
 
-Why this design (benchmarks/view_style.py, README "Stroke scale"): summing frequency bands of
+Why this design (benchmarks/view_style.py, README "Painted at every scale"): summing frequency bands of
 paintings made independently at each scale is painted seen whole but muddy at 100% (the bands
 do not belong to one painting); repainting at full size from a coarse painting alone keeps
 100% coherent but loses the large layout; re-stylizing every octave from the one below
@@ -27,7 +28,7 @@ strokes grow an octave per level.
 Every level is a libvips pipeline over files (the input and temporary tiled TIFFs of the
 photo pyramid and of each finished level), read by the engine like any image; the restore is
 applied to the engine's rows on their way to the file (``writer.Transform``). Every pass
-streams, so memory stays that of one single-scale pass.
+streams; libvips' buffers in the composition still grow with the image's width (README).
 """
 
 from __future__ import annotations
