@@ -415,12 +415,12 @@ def _paint_level(job: Job, info: ImageInfo, levels: list[Level], i: int, runner:
         output, bands, journal_here = OutputSpec(files.output(level.index)), 3, None
         if output.path.exists():  # finished by an interrupted --resume run
             return {**what, "stats_mode": "resumed", "resumed": True}
-    source = ImageSource(job.input) if len(levels) == 1 else LevelSource(
-        job.input, level.index, {lv.index: files.photo(lv.index) for lv in levels}, coarser)
-    # single-scale keeps colours in the engine; multi-scale after the restore, from the photo itself
+    source = ImageSource(job.input) if len(levels) == 1 else LevelSource(job.input, level.index, files, coarser)
     coarsest = files.output(levels[0].index) if len(levels) > 2 else None  # the final level's lowest band
-    transform = restore(coarser, job.input if job.preserve_color and final else None,
-                        (coarsest, levels[0].index - level.index) if final and coarsest else None) if coarser else None
+    transform = None
+    if coarser is not None:  # single-scale keeps colours in the engine; multi-scale after the restore
+        transform = restore(coarser, job.input if job.preserve_color and final else None,
+                            (coarsest, levels[0].index) if final and coarsest else None)
     keep_colours = job.preserve_color and len(levels) == 1
     label = f"level {i + 1}/{len(levels)} {level.width}x{level.height}: " if len(levels) > 1 else ""
     started = time.perf_counter()

@@ -61,7 +61,8 @@ CONTENT_OCTAVES = 1    # content_k takes out_{k+1}'s band below one octave down.
 RESTORE_OCTAVES = 2    # ...and out_k gets back out_{k+1}'s band below two octaves down (one: muddy);
 # the output's band below the coarsest level's own scale (sigma 1 px there) is the coarsest level's: the
 # picture the model paints whole keeps its layout and colour when seen whole (7 pairs at 8000 px, judge of
-# benchmarks/view_style.py: median view score / r 1.162 -> 1.072, full score / single-scale 0.883 -> 0.897)
+# benchmarks/view_style.py, same code otherwise: median view score / r 1.162 -> 1.072, full score /
+# single-scale 0.883 -> 0.897; with the JPEG photo pyramid and 8-bit halving since, 1.055 and 0.914)
 
 # 5-tap binomial (a Gaussian of sigma 1 px) and the 3x3 filter that makes a 2x nearest zoom bilinear
 _BINOMIAL = pyvips.Image.new_from_array([[1, 4, 6, 4, 1]], scale=16)
@@ -161,14 +162,14 @@ def _with_alpha_of(rgb: pyvips.Image, img: pyvips.Image) -> pyvips.Image:
 class LevelSource(ImageSource):
     """content_k: the level's photo (the input itself at level 0, with its alpha) with its low band from
     ``coarse``, the coarser level's finished output (None at the coarsest level: the photo as it is).
-    ``photos``: the photo pyramid's files by level."""
+    ``files``: where the photo pyramid is."""
 
-    def __init__(self, input_path: Path, level: int, photos: dict[int, Path], coarse: Path | None):
+    def __init__(self, input_path: Path, level: int, files: LevelFiles, coarse: Path | None):
         super().__init__(input_path)
-        self.level, self.photos, self.coarse = level, photos, coarse
+        self.level, self.files, self.coarse = level, files, coarse
 
     def _photo(self, level: int, access: str) -> pyvips.Image:
-        return super().open(access) if level == 0 else pyvips.Image.new_from_file(str(self.photos[level]),
+        return super().open(access) if level == 0 else pyvips.Image.new_from_file(str(self.files.photo(level)),
                                                                                   access=access)
 
     def open(self, access: str) -> pyvips.Image:
@@ -250,8 +251,8 @@ def build_photo_pyramid(input_path: Path, levels: list[Level], files: LevelFiles
 
     JPEG at quality 95: 0.6 bytes a pixel, 0.7 levels from the photo on average (the sunset photo at
     2136x1424); lossless deflate took 2.1 and put the temporary files at 0.58 of the output's size at their
-    peak. The photo is only what the network repaints. Files already there (a resumed job) are kept; each is written
-    aside and renamed when complete.
+    peak. The photo is only what the network repaints. Files already there (a resumed job) are kept; each
+    is written aside and renamed when complete.
     """
     previous = None
     for level in sorted(levels, key=lambda lv: lv.index)[1:]:
