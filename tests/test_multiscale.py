@@ -201,3 +201,16 @@ def test_style_scale_is_checked(tmp_path, photo_512, painting):
                         (("--preset", "2", "--style-scale", "2"), "models that take --style")):
         proc = run_cli("stylize", photo_512, "-o", tmp_path / "o.tif", *args)
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+
+
+def test_a_corrupt_input_found_while_halving_is_an_input_error(tmp_path, photo, painting):
+    """The photo pyramid decodes the whole input first: a truncated JPEG ends there in one line, exit 3, and
+    leaves nothing beside the output."""
+    whole = resized(photo, tmp_path / "whole.jpg", 2000, 1340).read_bytes()
+    src = tmp_path / "cut.jpg"
+    src.write_bytes(whole[: len(whole) // 3])
+    proc = run_cli("stylize", src, "-s", painting, "-o", tmp_path / "out.tif")
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"Error: {src}: image data unreadable (VipsJpeg: premature end of "
+                                                "JPEG image)"]
+    assert _leftovers(tmp_path, {"whole.jpg", "cut.jpg"}) == []

@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from .errors import EXIT_USAGE, UrstError
+from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_USAGE, UrstError
 from .engine import LUMA
-from .reader import ImageSource, open_rgb
+from .reader import ImageSource, _first_line, open_rgb
 from .writer import Transform
 
 __all__ = ["Level", "plan_levels", "AUTO_LONG_SIDE", "COARSE_SAMPLE_SIZE", "LEVELS_SUFFIX", "halve",
@@ -261,7 +261,15 @@ def build_photo_pyramid(input_path: Path, levels: list[Level], files: LevelFiles
             above = open_rgb(input_path, "sequential")[0] if previous is None else \
                 pyvips.Image.new_from_file(str(previous), access="sequential")
             partial = path.with_name(path.name + ".partial")
-            halve(above).tiffsave(str(partial), tile=True, tile_width=256, tile_height=256, bigtiff=True,
-                                  compression="jpeg", Q=95)
+            halved = halve(above)
+            try:
+                halved.tiffsave(str(partial), tile=True, tile_width=256, tile_height=256, bigtiff=True,
+                                compression="jpeg", Q=95)
+            except pyvips.Error as exc:  # the first level is where the input is decoded, in full
+                room = shutil.disk_usage(files.folder).free > 3 * halved.width * halved.height
+                if previous is None and room:
+                    raise UrstError(f"{input_path}: image data unreadable ({_first_line(exc)})", EXIT_INPUT) from None
+                raise UrstError(f"cannot write the multi-scale levels in {files.folder}: {_first_line(exc)}",
+                                EXIT_OUTPUT) from None
             os.replace(partial, path)
         previous = path
