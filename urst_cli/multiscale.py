@@ -25,10 +25,10 @@ without the restore compounds the style until the subject is lost. Taking each l
 content and its final low band from the level below does both: one coherent painting whose
 strokes grow an octave per level.
 
-Every level is a libvips pipeline over files (the input and temporary tiled TIFFs of the
-photo pyramid and of each finished level), read by the engine like any image; the restore is
-applied to the engine's rows on their way to the file (``writer.Transform``). Every pass
-streams; libvips' buffers in the composition still grow with the image's width (README).
+Every level's content is a libvips pipeline over files (the input and temporary tiled TIFFs of
+the photo pyramid and of each finished level), read by the engine like any image; the restore is
+applied to the engine's rows on their way to the file (``writer.Transform``), as row streams
+(rowstream.py) that keep a few dozen rows of each intermediate. Every pass streams.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyvips
@@ -45,6 +46,7 @@ import pyvips
 from .errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_USAGE, UrstError
 from .engine import LUMA
 from .reader import ImageSource, _first_line, open_rgb
+from . import rowstream
 from .writer import Transform
 
 __all__ = ["Level", "plan_levels", "AUTO_LONG_SIDE", "COARSE_SAMPLE_SIZE", "LEVELS_SUFFIX", "halve",
@@ -57,16 +59,14 @@ MIN_LEVEL_SIDE = 64    # a coarser level would be too small to paint anything
 # coarser levels' sampled statistics pool 16 crops of 256 px, not 384: 44% less work for a result that looks the
 # same (8000 px sunset: 32.7 dB from the 384 px one, view/full scores 0.414/0.411 against 0.417/0.410)
 COARSE_SAMPLE_SIZE = 256
-CONTENT_OCTAVES = 1    # content_k takes out_{k+1}'s band below one octave down...
-RESTORE_OCTAVES = 2    # ...and out_k gets back out_{k+1}'s band below two octaves down (one: muddy);
+# content_k takes out_{k+1}'s band below one octave down (shift_low_band), and out_k gets back out_{k+1}'s band
+RESTORE_OCTAVES = 2    # below two octaves down (one: muddy);
 # the output's band below the coarsest level's own scale (sigma 1 px there) is the coarsest level's: the
 # picture the model paints whole keeps its layout and colour when seen whole (7 pairs at 8000 px, judge of
 # benchmarks/view_style.py, same code otherwise: median view score / r 1.162 -> 1.072, full score /
 # single-scale 0.883 -> 0.897; with the JPEG photo pyramid and 8-bit halving since, 1.055 and 0.914)
 
-# 5-tap binomial (a Gaussian of sigma 1 px) and the 3x3 filter that makes a 2x nearest zoom bilinear
-_BINOMIAL = pyvips.Image.new_from_array([[1, 4, 6, 4, 1]], scale=16)
-_BILINEAR = pyvips.Image.new_from_array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], scale=16)
+_BINOMIAL = pyvips.Image.new_from_array([[1, 4, 6, 4, 1]], scale=16)  # 5 taps: a Gaussian of sigma 1 px
 
 
 @dataclass(frozen=True)
@@ -110,45 +110,18 @@ def halve(img: pyvips.Image) -> pyvips.Image:
     return img.shrink(2, 2)
 
 
-def _double(img: pyvips.Image, width: int, height: int) -> pyvips.Image:
-    """Bilinear upsampling by 2 (pixel centres aligned), cropped to width x height."""
-    return img.zoom(2, 2).conv(_BILINEAR, precision="float").crop(0, 0, width, height)
-
-
-def shift_low_band(x: pyvips.Image, coarse: pyvips.Image, octaves: int,
-                   x_halved: pyvips.Image | None = None, coarse_octaves: int = 1) -> pyvips.Image:
-    """``x`` (uchar) plus the low band of ``coarse - x``: their difference at ``coarse``'s scale
-    (``coarse_octaves`` down from x), halved until ``octaves`` down, blurred (sigma 1 px there) and brought
-    back up.
+def shift_low_band(x: pyvips.Image, coarse: pyvips.Image, x_halved: pyvips.Image | None = None) -> pyvips.Image:
+    """``x`` (uchar) plus the low band of ``coarse - x``: their difference at ``coarse``'s scale (one octave
+    down from x), blurred (sigma 1 px there) and zoomed back up (content_k, on libvips images: the engine
+    reads it by regions, windows and crops anywhere).
 
     ``x_halved``: ``halve(x)`` where it is already on disk (the photo pyramid); then the only work at x's
-    own resolution is the final addition.
+    own resolution is the final addition. The step is smooth at its own scale (measured on a painting: 0.3
+    levels mean from bilinear, 4 at most), and a zoom costs nothing at x's resolution.
     """
     half = halve(x) if x_halved is None else x_halved
-    return _add_zoomed(x, _low_band_step(half, coarse, coarse_octaves, octaves))
-
-
-def _low_band_step(half: pyvips.Image, coarse: pyvips.Image, coarse_octaves: int, octaves: int) -> pyvips.Image:
-    """What ``shift_low_band`` adds, at half of x's scale (``half`` = halve(x)), rounded to whole levels."""
-    reduced, sizes = half, []  # sizes: of every octave the band passes on its way down, but x's own
-    for _ in range(coarse_octaves - 1):
-        sizes.append((reduced.width, reduced.height))
-        reduced = halve(reduced)
-    difference = coarse.cast("float") - reduced.cast("float")
-    for _ in range(octaves - coarse_octaves):
-        sizes.append((difference.width, difference.height))
-        difference = halve(difference)
-    difference = difference.convsep(_BINOMIAL, precision="float")
-    for width, height in reversed(sizes):
-        difference = _double(difference, width, height)
-    return difference.rint()
-
-
-def _add_zoomed(x: pyvips.Image, step: pyvips.Image) -> pyvips.Image:
-    """x plus ``step`` (half of x's size) zoomed 2x: the step is smooth at its own scale (measured on a
-    painting: 0.3 levels mean from bilinear, 4 at most), and a zoom costs nothing at x's resolution."""
-    step = step.cast("short").zoom(2, 2).crop(0, 0, x.width, x.height)
-    return (x + step).cast("uchar")
+    step = (coarse.cast("float") - half.cast("float")).convsep(_BINOMIAL, precision="float").rint()
+    return (x + step.cast("short").zoom(2, 2).crop(0, 0, x.width, x.height)).cast("uchar")
 
 
 def _rgb(img: pyvips.Image) -> pyvips.Image:
@@ -177,7 +150,7 @@ class LevelSource(ImageSource):
         if self.coarse is None:
             return img
         coarse = pyvips.Image.new_from_file(str(self.coarse), access=access)
-        content = shift_low_band(_rgb(img), coarse, CONTENT_OCTAVES, self._photo(self.level + 1, access))
+        content = shift_low_band(_rgb(img), coarse, self._photo(self.level + 1, access))
         return _with_alpha_of(content, img)
 
     def thumbnail(self, long_side: int) -> np.ndarray:
@@ -186,37 +159,77 @@ class LevelSource(ImageSource):
 
 
 def restore(coarse: Path, photo: Path | None = None, coarsest: tuple[Path, int] | None = None) -> Transform:
-    """The writer transform that turns painted_k into out_k (RGB, alpha passed through). With ``photo`` (the
+    """The writer transform that turns painted_k into out_k (RGB, alpha passed through), row by row in numpy
+    (rowstream.py: libvips' buffers for this pipeline grew with the image's width). With ``photo`` (the
     input, at level 0) the result keeps the photo's colours: its luminance, the photo's chroma
     (``--preserve-color``, as engine.keep_colours does for a single-scale pass). ``coarsest``: (file,
     octaves below this level) of the coarsest level, whose lowest band the output takes (the final level
     of three or more)."""
 
-    def transform(painted: pyvips.Image) -> pyvips.Image:
-        x = _rgb(painted)
-        half = halve(x)
-        step = _low_band_step(half, pyvips.Image.new_from_file(str(coarse), access="sequential"), 1,
-                              RESTORE_OCTAVES)
+    def transform(blocks: Iterator[np.ndarray], width: int, height: int) -> Iterator[np.ndarray]:
+        painted = rowstream.from_blocks(blocks, width, height)
+        half = rowstream.halve(painted)  # alpha too, if any: ignored below
+        step = _restored_band(half, _tiled_rows(coarse), 1, RESTORE_OCTAVES)
         if coarsest is not None:  # both bands added at once: the full-resolution work is one zoom and one sum
             path, octaves = coarsest
             # halved in 8 bits as the photo pyramid is, whose rounding (half up) would otherwise stay in the
             # difference: +0.5 levels at 3 levels, +1 at 4 (a null model's output, measured)
-            restored_half = (half + step).cast("uchar")
-            step += _low_band_step(restored_half, pyvips.Image.new_from_file(str(path), access="sequential"),
-                                   octaves, octaves)
-        rgb = _add_zoomed(x, step)
+            restored_half = rowstream.combine(lambda h, s: np.clip(h[..., :3] + s, 0, 255).astype(np.uint8), half, step)
+            step = rowstream.combine(np.add, step, _restored_band(restored_half, _tiled_rows(path), octaves, octaves))
+        out = rowstream.combine(_add_zoomed_rows, painted, _zoomed(step, width, height))
         if photo is not None:
-            rgb = keep_photo_colours(rgb, open_rgb(photo, "sequential")[0])
-        return _with_alpha_of(rgb, painted)
+            out = rowstream.combine(keep_photo_colours, out, rowstream.from_image(open_rgb(photo, "sequential")[0]))
+        return rowstream.blocks_of(out)
 
     return transform
 
 
-def keep_photo_colours(stylized: pyvips.Image, photo: pyvips.Image) -> pyvips.Image:
+def _tiled_rows(path: Path) -> rowstream.Rows:
+    return rowstream.from_image(pyvips.Image.new_from_file(str(path)))
+
+
+def _restored_band(half: rowstream.Rows, coarse: rowstream.Rows, coarse_octaves: int, octaves: int) -> rowstream.Rows:
+    """What out_k gets added at half of its scale: the low band of ``coarse - x``, whole levels. ``half`` =
+    halve(x); ``coarse`` is ``coarse_octaves`` down from x; their difference is halved until ``octaves`` down,
+    blurred (sigma 1 px there) and doubled back up (bilinear)."""
+    reduced, sizes = half, []
+    for _ in range(coarse_octaves - 1):
+        sizes.append((reduced.width, reduced.height))
+        reduced = rowstream.halve(reduced)
+    difference = rowstream.combine(lambda c, r: c.astype(np.float32) - r[..., :3], coarse, reduced)
+    for _ in range(octaves - coarse_octaves):
+        sizes.append((difference.width, difference.height))
+        difference = rowstream.halve(difference)
+    difference = rowstream.blur(difference)
+    for width, height in reversed(sizes):
+        difference = rowstream.double(difference, width, height)
+    return rowstream.combine(np.rint, difference)
+
+
+def _zoomed(step: rowstream.Rows, width: int, height: int) -> rowstream.Rows:
+    """``step`` (half of width x height) zoomed 2x, nearest, in int16: smooth at its own scale, so the zoom
+    loses nothing that matters and costs nothing at full resolution."""
+    rows = step.reader()
+
+    def make(top: int, bottom: int) -> np.ndarray:
+        half = rows(top // 2, (bottom + 1) // 2).astype(np.int16)
+        return half.repeat(2, axis=0)[top % 2: top % 2 + bottom - top].repeat(2, axis=1)[:, :width]
+
+    return rowstream.Rows(width, height, make)
+
+
+def _add_zoomed_rows(painted: np.ndarray, step: np.ndarray) -> np.ndarray:
+    rgb = np.clip(painted[..., :3] + step, 0, 255).astype(np.uint8)
+    return np.concatenate([rgb, painted[..., 3:]], axis=2) if painted.shape[2] > 3 else rgb
+
+
+def keep_photo_colours(stylized: np.ndarray, photo: np.ndarray) -> np.ndarray:
     """The stylized luminance (BT.601) with the photo's chroma: the photo plus the luminance change in every
-    band (engine.keep_colours' formula, on libvips images)."""
-    change = (stylized.cast("float") - photo.cast("float")).recomb([list(LUMA)] * 3)
-    return (photo + change + 0.5).cast("uchar")
+    band (engine.keep_colours' formula), rounded; alpha passed through."""
+    rgb = photo.astype(np.float32)
+    change = (stylized[..., :3] - rgb) @ np.array(LUMA, np.float32)
+    kept = np.clip(np.floor(rgb + change[..., None] + 0.5), 0, 255).astype(np.uint8)
+    return np.concatenate([kept, stylized[..., 3:]], axis=2) if stylized.shape[2] > 3 else kept
 
 
 class LevelFiles:

@@ -42,7 +42,7 @@ from . import __version__, deepzoom
 from .errors import EXIT_OUTPUT, EXIT_USAGE, UrstError
 from .timing import Stopwatch
 
-__all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows", "Transform", "image_rows",
+__all__ = ["OutputSpec", "FORMATS", "COMPRESSIONS", "check_output", "write_rows", "Transform",
            "remove_orphans", "own_tiff", "tile_side", "encode_tiles", "write_tiles"]
 
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp",
@@ -142,11 +142,11 @@ class _Abort:
     """Queue marker: the producer failed; end the stream early so the saver fails too."""
 
 
-class _QueueReader:
-    """Serves libvips' reads from the pipe's row blocks, as PNG bytes."""
+class _PngReader:
+    """Serves libvips' reads from row blocks, as PNG bytes."""
 
-    def __init__(self, pipe: _Pipe, width: int, height: int, bands: int):
-        self._stream = png_stream(_pull(pipe), width, height, bands)
+    def __init__(self, blocks: Iterator[np.ndarray], width: int, height: int, bands: int):
+        self._stream = png_stream(blocks, width, height, bands)
         self._pending = memoryview(b"")
 
     def read(self, size: int) -> bytes:
@@ -290,17 +290,6 @@ def _save(image: pyvips.Image, path: str, spec: OutputSpec) -> None:
         deepzoom.save(image, Path(path), spec.path.name, fmt, spec.quality)
 
 
-def image_rows(image: pyvips.Image, rows: int = 32) -> Iterator[np.ndarray]:
-    """A libvips image's rows, top to bottom, as uint8 [n, width, bands] blocks (pulled through its pipeline).
-
-    libvips holds buffers in proportion to the rows asked at once in every operation of the pipeline: the
-    final level's composition at 16000 px wide grew the process by 668 MiB fetching 64 rows, 513 at 32."""
-    region = pyvips.Region.new(image)
-    for top in range(0, image.height, rows):
-        n = min(rows, image.height - top)
-        yield np.frombuffer(region.fetch(0, top, image.width, n), np.uint8).reshape(n, image.width, image.bands)
-
-
 def _verify(path: Path, width: int, height: int) -> None:
     try:
         check = pyvips.Image.new_from_file(str(path))
@@ -331,8 +320,9 @@ def _discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-Transform = Callable[[pyvips.Image], pyvips.Image]
-"""A libvips pipeline applied to the rows on their way to the file (multi-scale composition), same size and bands."""
+Transform = Callable[[Iterator[np.ndarray], int, int], Iterator[np.ndarray]]
+"""(row blocks, width, height) -> row blocks of the same size and bands: what the rows go through on their way to
+the file (the multi-scale composition). It may hold blocks back (look ahead), so it copies what it keeps."""
 
 
 def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int, spec: OutputSpec,
@@ -343,8 +333,8 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
     thread (and libvips' own). Blocks are not copied: a block may be a view of a buffer the caller
     reuses, as the saver is done with it before the block after the next one is requested (the
     caller runs one block ahead of the saver). ``clock`` is charged ("write") only for the time this
-    thread waits on the writer. ``transform``: the rows are read by libvips as a stream and pass through
-    it before being saved; libvips pulls them as its pipeline needs them. On any failure,
+    thread waits on the writer. ``transform``: what the rows pass through, in the saver thread, before
+    being saved. On any failure,
     KeyboardInterrupt included, the temporary file (or folder, for tile pyramids) is removed.
     """
     remove_orphans(spec.path)
@@ -354,18 +344,13 @@ def write_rows(blocks: Iterable[np.ndarray], width: int, height: int, bands: int
 
     def saver() -> None:
         try:
-            if own_tiff(spec) and transform is None:
-                _save_tiles(_pull(pipe), str(tmp), width, height, bands, spec)
+            rows = _pull(pipe) if transform is None else transform(_pull(pipe), width, height)
+            if own_tiff(spec):
+                _save_tiles(rows, str(tmp), width, height, bands, spec)
                 return
             source = pyvips.SourceCustom()
-            source.on_read(_QueueReader(pipe, width, height, bands).read)
-            image = pyvips.Image.new_from_source(source, "", access="sequential")
-            if transform is not None:
-                image = transform(image)
-            if own_tiff(spec):
-                _save_tiles(image_rows(image), str(tmp), width, height, bands, spec)
-            else:
-                _save(image, str(tmp), spec)
+            source.on_read(_PngReader(rows, width, height, bands).read)
+            _save(pyvips.Image.new_from_source(source, "", access="sequential"), str(tmp), spec)
         except BaseException as exc:  # reported to the producer below
             failure.append(exc)
             _drain(pipe)
