@@ -90,7 +90,9 @@ def drive(stages: Stages, stats: StatsPolicy):
     try:
         index, h = next(stages)
         while True:
-            index, h = stages.send(stats(index, h))
+            answer = stats(index, h)
+            del h  # the rest of the pass may free the activations (a whitening layer replaces them)
+            index, h = stages.send(answer)
     except StopIteration as done:
         return done.value
 
@@ -171,6 +173,8 @@ def run_layers(layers: nn.Module, x: Tensor, reflect: bool = True) -> Tensor:
         if isinstance(layer, nn.ReflectionPad2d):
             pad = layer.padding[0]
         elif isinstance(layer, nn.Conv2d):
+            if reflect:  # padded here, so the unpadded activations are gone before the convolution's output
+                x, pad = reflect_pad(x, pad), 0  # exists: one full-resolution activation less (64 MiB, VGG)
             x = padded_conv(layer, x, pad, reflect)
             pad = 0
         elif isinstance(layer, nn.ReLU):

@@ -134,7 +134,9 @@ class CapVST(WhiteningColouring, Stylizer):
     def stages(self, x: Tensor, cond: Conditioning) -> Stages:
         z = self.encode(x)
         mean, whiten = yield 0, z
-        return self.decode(self.recolour(z, mean, whiten, cond[0]))
+        latent = self.recolour(z, mean, whiten, cond[0])
+        del z  # not kept through the inverse
+        return self.decode(latent)
 
 
 def capvst_condition(net: CapVST, styles: Sequence[np.ndarray], alpha: float, context=None) -> list[Conditioning]:

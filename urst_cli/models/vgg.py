@@ -166,14 +166,22 @@ class WhiteningColouring:
 
     @staticmethod
     def recolour(f: Tensor, mean: Tensor, whiten: Tensor, style: tuple[Tensor, ...]) -> Tensor:
-        """alpha * (C W (f - m) + mu_s) + (1 - alpha) * f, as one matrix T (f - m) plus a shift."""
+        """alpha * (C W (f - m) + mu_s) + (1 - alpha) * f, as T f + shift with T = alpha C W + (1 - alpha) I.
+
+        One matrix product per item, written straight into channels-last memory (the positions' rows of
+        channels): no centred copy, no channels-first result to convert, nothing but the output allocated.
+        """
         colour, style_mean, alpha = style
         n, c, h, w = f.shape
-        transform = alpha * (colour.float() @ whiten) + (1 - alpha) * torch.eye(c, device=f.device)
-        centre = mean.float().view(-1, c, 1)
-        out = transform @ (f.float().reshape(n, c, h * w) - centre) + alpha * style_mean.float().view(1, c, 1)
-        out += (1 - alpha) * centre
-        return out.view(n, c, h, w).to(f.dtype).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(f.device.type, enabled=False):  # T and the shift in float32, applied in f's dtype
+            transform = alpha * (colour.float() @ whiten.float()) + (1 - alpha) * torch.eye(c, device=f.device)
+            centre = mean.float().view(-1, 1, c)
+            shift = alpha * style_mean.float().view(1, 1, c) + (1 - alpha) * centre - centre @ transform.mT
+        transform = transform.expand(n, c, c).mT.to(f.dtype)
+        rows = f.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of channels-last features
+        out = torch.empty(n, h, w, c, dtype=f.dtype, device=f.device)
+        torch.baddbmm(shift.to(f.dtype), rows, transform, out=out.view(n, h * w, c))
+        return out.permute(0, 3, 1, 2)  # [N,C,H,W] in channels-last memory
 
 
 class WCT(WhiteningColouring, VGGStylizer):
@@ -191,7 +199,9 @@ class WCT(WhiteningColouring, VGGStylizer):
     def stages(self, x: Tensor, cond: Conditioning) -> Stages:
         f = self.encode(x)
         mean, whiten = yield 0, f
-        return self.decode(self.recolour(f, mean, whiten, cond[0]))
+        features = self.recolour(f, mean, whiten, cond[0])
+        del f  # not kept through the decoder
+        return self.decode(features)
 
 
 def style_features(net: VGGStylizer, styles: Sequence[np.ndarray]) -> list[Tensor]:
