@@ -24,6 +24,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
+from itertools import zip_longest
 from pathlib import Path
 from typing import Iterator
 
@@ -146,14 +147,14 @@ def _task_options(client) -> dict:
     return {"resources": {"GPU": 1}} if _gpu_workers(client) else {}
 
 
-def _gpu_workers(client) -> list[str]:
+def _gpu_workers(client) -> dict[str, dict]:
     workers = client.scheduler_info(n_workers=-1)["workers"]
-    return [address for address, w in workers.items() if w.get("resources", {}).get("GPU")]
+    return {address: w for address, w in workers.items() if w.get("resources", {}).get("GPU")}
 
 
-def _task_workers(client) -> list[str]:
-    """The workers urst's tasks run on: the GPU workers, or all."""
-    return _gpu_workers(client) or list(client.scheduler_info(n_workers=-1)["workers"])
+def _task_workers(client) -> dict[str, dict]:
+    """The workers urst's tasks run on (address: Dask's worker info): the GPU workers, or all."""
+    return _gpu_workers(client) or client.scheduler_info(n_workers=-1)["workers"]
 
 
 class _Raised:
@@ -338,10 +339,16 @@ def banded_outcomes(client, band_rows: int | None = None) -> Outcomes:
     def outcomes(template: Job, runs: list[Run], options: BatchOptions, emit: Emit) -> Iterator[FileDone | FileError]:
         where = _task_options(client)
         for index, item, info in runs:
-            # one task per worker (loosely: a worker lost meanwhile leaves its task to another)
-            for warm in [client.submit(_guarded, _warm, template, info, pure=False, workers=[address],
-                                       allow_other_workers=True, **where) for address in _task_workers(client)]:
-                _result(warm)
+            # one task per worker (loosely: a worker lost meanwhile leaves its task to another), in rounds of
+            # one worker per host: workers on one host share its cores (two at once took 1.3 s on 2 cores, in
+            # turn 0.7 s)
+            hosts: dict[str, list[str]] = {}
+            for address, worker in _task_workers(client).items():
+                hosts.setdefault(worker["host"], []).append(address)
+            for round_ in zip_longest(*hosts.values()):
+                for warm in [client.submit(_guarded, _warm, template, info, pure=False, workers=[address],
+                                           allow_other_workers=True, **where) for address in round_ if address]:
+                    _result(warm)
             yield attempt(template, item, info, index, options, emit,
                           partial(_stylize_banded, client, band_rows, info=info))
 
