@@ -55,7 +55,7 @@ def _same_but_time(local: list[dict], remote: list[dict], local_dir: Path, remot
 
 
 def test_one_image_in_bands_equals_the_local_run(tmp_path, client, tall_photo, painting):
-    """Bands of one tile row (several per window row), of two, and one band for the whole image:
+    """Bands of one tile row (several per window row), of two, and the default (one band per worker):
     every split gives the local file byte for byte, spread over both workers."""
     template = _template(painting, tile_size=128)
     local = _run(template, [tall_photo], str(tmp_path / "local.tif"))
@@ -66,6 +66,17 @@ def test_one_image_in_bands_equals_the_local_run(tmp_path, client, tall_photo, p
         assert out.read_bytes() == expected, rows
         _same_but_time(local, events, tmp_path / "local.tif", out)
     assert len(band_spans(template, _info(tall_photo), 128)) == 5
+    # by default, as many bands as workers keep them all busy (one band would hold one of them for the image)
+    assert band_spans(template, _info(tall_photo), None, 512, workers=2) == [(0, 384), (384, 640)]
+    # the bands ran with a share of the cores (1 thread on 2 cores), which a local run's windows agree with
+    assert client.run(_bands_agreed) == {w: {(512, 320): True} for w in client.scheduler_info()["workers"]}
+
+
+def _bands_agreed() -> dict:
+    """On a worker: the window shapes it checked, and whether they agree at a band's and a local run's count."""
+    from urst_cli import cluster
+
+    return dict(cluster._windows_agree)
     assert {e["event"] for e in local} == {"start", "file_start", "file_done", "summary"}
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from urst_cli.engine import Runner, TilePlan, blend_rows
+from urst_cli.engine import Runner, TilePlan, blend_rows, stylize_rows, stylize_span
 from urst_cli.job import Job, conditioning, load_model
 from urst_cli.models import PerInstance, Replay, get_spec, pad_to_valid, valid_size, zero_padded_copy
 from urst_cli.reader import BandReader, read_whole
@@ -90,3 +90,39 @@ def test_zero_padding_changes_nothing_beyond_the_receptive_radius(tmp_path, smal
     assert change[r + 1: -r - 1, r + 1: -r - 1].max() == 0  # inside_image keeps only pixels beyond r
     copy = zero_padded_copy(net)
     assert all(a.data_ptr() == b.data_ptr() for a, b in zip(net.parameters(), copy.parameters()))
+
+
+class _Counted(Runner):
+    """The runner, counting the windows it runs."""
+
+    windows = 0
+
+    def __call__(self, x, stats, inside=False):
+        self.windows += len(x)
+        return super().__call__(x, stats, inside)
+
+
+def test_any_span_of_rows_equals_the_whole_pass_and_runs_only_the_window_rows_it_reaches(tmp_path, small_photo,
+                                                                                        painting):
+    """What a band on a cluster worker computes: rows [top, bottom) byte for byte, from the window rows whose
+    blend support meets them and no others (tops in cores and on the blend ramps)."""
+    width, height = 260, 600
+    path = resized(small_photo, tmp_path / "tall.png", width, height)
+    plain = _runner(painting)
+    runner = _Counted(plain.model, plain.cond, CPU)
+    overlap = -(-(runner.model.receptive_radius + 8) // 4) * 4
+    plan = TilePlan(patch=2 * overlap + 96, overlap=overlap, feather=16, batch=1)
+    stats = whole_stats(runner, read_whole(path))
+    pw, ph = valid_size(width, runner.model), valid_size(height, runner.model)
+    cols, rows = plan.axes(pw, ph)
+    assert len(cols) == 2 and len(rows) >= 5
+    whole = np.concatenate([b.copy() for b in stylize_rows(BandReader(path, pw, ph), runner, stats, plan)])
+    half = plan.feather // 2  # tops in a core, on either side of each blend ramp's ends, on its middle
+    for top in sorted({0, 100, *(b + d for b in rows.bounds[1:-1] for d in (-half - 1, -half, 0, half - 1, half))}):
+        bottom = min(top + 90, height)
+        runner.windows = 0
+        span = np.concatenate([b.copy() for b in stylize_span(BandReader(path, pw, ph), runner, stats, plan, top,
+                                                              bottom)])
+        assert np.array_equal(span, whole[top:bottom]), top
+        reached = [r for r in range(len(rows)) if rows.support(r)[1] > top and rows.support(r)[0] < bottom]
+        assert runner.windows == len(reached) * len(cols), top

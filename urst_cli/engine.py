@@ -266,8 +266,9 @@ def blend_rows(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (first row, finished rows [n, width, c]) band row by band row, tiling rows [start_row, height).
 
-    ``start_row`` (resuming) must be one of ``row_ends``: the band row that completed it is
-    run again for its share of the next one's rows, and only rows after it are yielded.
+    Any ``start_row`` gives the rows a whole pass gives there, byte for byte: the pass starts at the first
+    band row whose support reaches below ``start_row`` (those above it add nothing to these rows), and
+    rows above ``start_row`` are not yielded (the first band row's may lack the share of the one above).
     ``scale`` multiplies the blend weights, so the blended values arrive in the units
     ``finish`` wants (255: 8-bit levels) at no extra pass over the pixels.
 
@@ -298,13 +299,14 @@ def blend_rows(
     downloads = _Downloads(dev)
     strip_left = 0  # image column of the strip's first column
     trim = TrimOnGrowth()
-    replayed = ends.index(start_row) if start_row else -1  # ValueError: not where a band row ends
-    on_patches(max(replayed, 0) * len(cols))
-    for r, band, js in iter_batches(reader, cols, rows, plan.batch, clock, max(replayed, 0)):
+    first_row = next(r for r in range(len(rows)) if rows.support(r)[1] > start_row)
+    on_patches(first_row * len(cols))
+    for r, band, js in iter_batches(reader, cols, rows, plan.batch, clock, first_row):
         top = rows.starts[r]
         lo, hi = rows.support(r)
         emit_end = _open_from(rows, r)
-        emitted = 0 if r == replayed else ends[r] - lo
+        skipped = max(start_row - lo, 0)  # rows of this band row above start_row
+        emitted = max(ends[r] - lo - skipped, 0)
         row_weights = row_ramps[r][:, None, None]
 
         def settle(a: int, b: int) -> None:
@@ -316,8 +318,8 @@ def blend_rows(
             part[:carried] += carry[:carried, a:b]
             carry[: hi - emit_end, a:b] = part[emit_end - lo:]  # nothing in the last band row
             if emitted > 0:
-                source = band[lo - top: lo - top + emitted, a:b]
-                piece = finish(part[:emitted], source)
+                source = band[lo + skipped - top: lo + skipped - top + emitted, a:b]
+                piece = finish(part[skipped: skipped + emitted], source)
                 if finished[r % 2] is None:
                     dtype = torch.empty(0, dtype=piece.dtype).numpy().dtype
                     finished[r % 2] = np.empty((finished_rows[r % 2], width, band.shape[2]), dtype)
@@ -354,7 +356,7 @@ def blend_rows(
         carried = hi - emit_end
         trim()
         if emitted > 0:
-            yield lo, finished[r % 2][:emitted]
+            yield lo + skipped, finished[r % 2][:emitted]
 
 
 def stylize_rows(
@@ -397,18 +399,15 @@ def stylize_span(
     """Output rows [top, bottom) as ``stylize_rows`` yields them for the whole image, byte for byte: blocks
     uint8 [n, width, 3 (+ alpha)], each valid until the block after the next one is requested.
 
-    The pass starts at the last band row end at or above ``top`` (as a resumed run does, the band row
-    that ended there runs again for the context it carries into the next), so any span of rows can be
-    computed on its own: one machine after another, or bands of one image on many.
+    The pass starts at the first band row that reaches below ``top`` (see ``blend_rows``) and stops at the
+    band row that completes ``bottom``, so any span of rows can be computed on its own: one machine after
+    another, or bands of one image on many, each band row run by no more than the two spans it straddles.
     """
-    cols, rows = plan.axes(reader.padded_width, reader.padded_height)
-    start = max((end for end in row_ends(rows, reader.height) if end <= top), default=0)
-    first = start
+    first = top
     for block in stylize_rows(reader, runner, stats, plan, preserve_color=preserve_color, clock=clock,
-                              start_row=start):
+                              start_row=top):
         last = first + block.shape[0]
-        if last > top:
-            yield block[max(top - first, 0): min(bottom, last) - first]
+        yield block[: min(bottom, last) - first]
         if last >= bottom:
             return
         first = last
