@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -316,3 +317,9 @@ class ViewServer(ThreadingHTTPServer):
         self.host = f"127.0.0.1:{self.server_address[1]}"
         self.hosts = {self.host, f"localhost:{self.server_address[1]}"}
         self.url = f"http://{self.host}/"
+
+    def handle_error(self, request, client_address) -> None:
+        # browsers drop keep-alive connections and abandon tile requests when the view moves: not an error
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            print(f"urst view: request from {client_address[0]} failed: {error!r}", file=sys.stderr)
