@@ -1,11 +1,14 @@
 """How close sampled and thumbnail statistics come to the exact ones (PSNR of 8-bit outputs).
 
     python benchmarks/stats_fidelity.py [--size 2048x1536] [--crops 16 --crop-size 384 --context 64] [--seeds 0 1 2]
+        [--model linear --weights r31 --weights-dir DIR [--generic-crops]]
 
 For each photo/painting pair from ../shared/data: the photo is resized to --size, stylized
 with exact statistics (one whole-image pass; equal to the streamed exact estimator, see
 tests/test_fidelity.py), then with each estimator; every output goes through the same tiled
-engine and 8-bit rounding, and PSNR is taken against the exact output.
+engine and 8-bit rounding, and PSNR is taken against the exact output. The model is magenta
+unless --model names another (imported weights in --weights-dir); sampling uses the model's own
+crops (``Stylizer.sample_crop``) as a job does, or with --generic-crops the --crop-size/--context ones.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from conftest import SHARED, resized  # noqa: E402
 
 from urst_cli.engine import Runner, TilePlan, stylize_rows  # noqa: E402
 from urst_cli.job import Job, conditioning  # noqa: E402
-from urst_cli.models import load_weights, valid_size  # noqa: E402
+from urst_cli.models import get_spec, load_parts, valid_size  # noqa: E402
 from urst_cli.reader import BandReader, read_thumbnail, read_whole  # noqa: E402
 from urst_cli.stats import SampleSpec, sampled_stats, whole_stats  # noqa: E402
 from urst_cli.writer import OutputSpec  # noqa: E402
@@ -54,17 +57,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--thumb-size", type=int, default=1024)
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
+    parser.add_argument("--model", default="magenta")
+    parser.add_argument("--weights", default=None, help="the model's variant (e.g. r31)")
+    parser.add_argument("--weights-dir", type=Path, default=None)
+    parser.add_argument("--generic-crops", action="store_true", help="ignore the model's own sample_crop")
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     cpu = torch.device("cpu")
-    net = load_weights("magenta_transformer", cpu)
-    plan = TilePlan(patch=1024, overlap=64, feather=16, batch=1)
+    net = load_parts(get_spec(args.model), cpu, args.weights, args.weights_dir)
+    if args.generic_crops:
+        net.sample_crop = None
+    m = net.pad_multiple
+    overlap = max(64, -(-(net.receptive_radius + 8) // m) * m)  # the radius and half the feather, at least 64
+    plan = TilePlan(patch=1024, overlap=overlap, feather=16, batch=1, multiple=m)
     pw, ph = valid_size(width, net), valid_size(height, net)
     sampled_scores, thumb_scores = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for content, style in PAIRS[: args.pairs]:
             path = resized(SHARED / content, Path(tmp) / "photo.png", width, height)
-            job = Job(input=path, output=OutputSpec(path), styles=[SHARED / style])
+            job = Job(input=path, output=OutputSpec(path), model=args.model, styles=[SHARED / style],
+                      weights=args.weights, weights_dir=args.weights_dir)
             runner = Runner(net, conditioning(job, net, cpu), cpu)
 
             def render(stats) -> np.ndarray:

@@ -19,7 +19,7 @@ from urst_cli.models import PerInstance, Replay, mix, pad_to_valid, valid_size, 
 from urst_cli.models.capvst import CapVST, capvst_condition
 from urst_cli.models.msgnet import msgnet_condition
 from urst_cli.reader import BandReader, ImageSource, read_whole
-from urst_cli.stats import whole_stats
+from urst_cli.stats import SampleSpec, sampled_stats, whole_stats
 from urst_cli.writer import OutputSpec
 
 from conftest import (published_capvst_file, published_linear_files, published_msgnet_file, published_sanet_files,
@@ -244,6 +244,20 @@ def test_every_statistics_estimator_runs_and_the_streamed_exact_ones_are_the_who
                                  job.sample)
         assert len(stats) == len(net.norm_channels)
         assert all(torch.isfinite(t).all() for t in stats.means + stats.variances)
+
+
+def test_sampled_statistics_probed_crop_by_crop_equal_the_crops_run_in_lockstep(small_photo, painting, weights_dir):
+    """probe_samples (each crop once per norm layer, one crop's memory) pools the same numbers as pausing them all."""
+    runner = _runner("linear", "r31", painting, weights_dir)
+    assert runner.model.probe_samples
+    open_reader = lambda: BandReader(small_photo, valid_size(384, runner.model), valid_size(256, runner.model))  # noqa
+    spec = SampleSpec(crops=6, size=64, context=32, seed=3)
+    probed = sampled_stats(runner, open_reader, spec)
+    runner.model.probe_samples = False  # this instance only: the lockstep estimator every other model uses
+    lockstep = sampled_stats(runner, open_reader, spec)
+    assert len(probed) == len(runner.model.norm_channels) == 2
+    for a, b in zip(probed.means + probed.variances, lockstep.means + lockstep.variances):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_capvst_alpha_zero_returns_the_photo_and_styles_mix_as_colourings(small_photo, painting, weights_dir):

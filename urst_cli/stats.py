@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
+from torch import Tensor
 
 from .engine import Runner, TilePlan, inside_image, iter_batches, window_patches
 from .heap import trim_heap
-from .models import NormStats, Probe, ProbeDone
+from .models import Box, NormStats, Probe, ProbeDone, pad_to_valid
 from .reader import BandReader, read_crops
 
 __all__ = ["whole_stats", "exact_stats", "sampled_stats", "SampleSpec", "sample_boxes"]
@@ -39,10 +40,7 @@ def whole_stats(runner: Runner, image: np.ndarray) -> NormStats:
 def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: TilePlan,
                 on_pass: Callable[[int, int], None] = lambda k, n: None) -> NormStats:
     """True full-resolution statistics by streaming passes, one per norm layer."""
-    means, variances = [], []
-    for layer in range(len(runner.model.norm_channels)):
-        known = NormStats(tuple(means), tuple(variances)).to(runner.device)
-        probe = Probe(known, layer, runner.model, runner.device)
+    def windows():
         reader = open_reader()
         cols, rows = plan.axes(reader.padded_width, reader.padded_height)
         for r, band, js in iter_batches(reader, cols, rows, plan.batch):
@@ -52,8 +50,22 @@ def exact_stats(runner: Runner, open_reader: Callable[[], BandReader], plan: Til
                 top, left = rows.starts[r], cols.starts[j]
                 boxes.append((t - top, l - left, b - top, rr - left))
             inside = inside_image(plan, runner.model.receptive_radius, cols, rows, r, js)  # cores lie further in
+            yield runner.to_tensor(window_patches(band, cols, js)), boxes, rows.window, inside
+
+    return _probed_stats(runner, windows, on_pass)
+
+
+def _probed_stats(runner: Runner, batches: Callable[[], Iterable[tuple[Tensor, list[Box], int, bool]]],
+                  on_pass: Callable[[int, int], None] = lambda k, n: None) -> NormStats:
+    """Statistics pooled inside the boxes of every batch, one norm layer per sweep over ``batches()``: each
+    batch (x, per-item boxes, full height, inside) runs up to the layer, replaying the layers already known."""
+    means, variances = [], []
+    for layer in range(len(runner.model.norm_channels)):
+        known = NormStats(tuple(means), tuple(variances)).to(runner.device)
+        probe = Probe(known, layer, runner.model, runner.device)
+        for x, boxes, full_height, inside in batches():
             try:
-                runner(runner.to_tensor(window_patches(band, cols, js)), probe.at(boxes, rows.window), inside)
+                runner(x, probe.at(boxes, full_height), inside)
             except ProbeDone:
                 pass
         mean, second = probe.moments.result()
@@ -116,7 +128,8 @@ def sampled_stats(runner: Runner, open_reader: Callable[[], BandReader], spec: S
 
     Every crop is its own forward pass; the passes advance layer by layer together, so each
     layer pools over all crops while memory holds only their paused activations and one
-    crop's working set.
+    crop's working set. A network with ``probe_samples`` runs each crop again for each norm
+    layer instead (as the exact estimator runs its windows): one crop's activations at a time.
     """
     if runner.model.sample_crop is not None:  # wide full-resolution activations: 16 paused crops must stay small
         size, context = runner.model.sample_crop
@@ -126,6 +139,10 @@ def sampled_stats(runner: Runner, open_reader: Callable[[], BandReader], spec: S
     crops = read_crops(reader, [outer for outer, _ in boxes])
     del reader  # its band buffer and libvips' decoding state are as wide as the image
     trim_heap()
-    stats = runner.collect((crop[None] for crop in crops), [[inner] for _, inner in boxes], crops[0].shape[0])
+    if runner.model.probe_samples:  # one crop's activations at a time, each crop run once per norm layer
+        stats = _probed_stats(runner, lambda: ((pad_to_valid(runner.to_tensor(crop[None]), runner.model), [inner],
+                                                crop.shape[0], False) for crop, (_, inner) in zip(crops, boxes)))
+    else:
+        stats = runner.collect((crop[None] for crop in crops), [[inner] for _, inner in boxes], crops[0].shape[0])
     trim_heap()
     return stats

@@ -38,8 +38,13 @@ class Stylizer(nn.Module):
       max_cpu_patch:    cap on the default CPU window side, where wider windows would break the 1 GiB budget.
       default_context:  context per side the default overlap covers where covering the receptive radius
                         would multiply the work (capvst); tiled output then only approximates the whole image's.
-      sample_crop:      smaller sampled-statistics crops (interior, context) for networks whose activations
-                        at full resolution are so wide that 16 paused 512 px crops would break 1 GiB.
+      sample_crop:      sampled-statistics crops (interior, context) other than 384 and 64: smaller for networks
+                        whose activations at full resolution are so wide that 16 paused 512 px crops would break
+                        1 GiB, or a context only as wide as the statistics layers see.
+      probe_samples:    sampled statistics by one pass per norm layer over the crops, each stopping at its layer
+                        (as --stats exact runs its windows), instead of all crops paused at every layer: for
+                        networks with two norm layers whose 16 paused crops would break 1 GiB; costs one more
+                        pass up to the first norm layer per crop, and keeps the crops' size.
       cpu_whole_pixels: the largest image whose whole-image statistics pass stays under 1 GiB (measured).
     """
 
@@ -53,6 +58,7 @@ class Stylizer(nn.Module):
     max_cpu_patch: int | None = None  # the largest default CPU window that keeps a job under 1 GiB (measured)
     default_context: int | None = None  # what the default overlap covers, if not the whole receptive radius
     sample_crop: tuple[int, int] | None = None  # (interior, context) of --stats sampled crops, if not 384 and 64
+    probe_samples: bool = False  # --stats sampled: each crop run once per norm layer, not paused at each layer
     cpu_whole_pixels: int = 1_000_000  # --stats auto: one whole-image statistics pass on CPU up to this size
 
     def stages(self, x: Tensor, cond: Conditioning) -> Stages:  # pragma: no cover

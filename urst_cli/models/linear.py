@@ -41,14 +41,20 @@ class _Variant:
     channels: int
     stride: int
     receptive_radius: int  # measured: the output's (r41: 61 px) or the content CNN's (r31: 23 px, output 21)
+    # --stats sampled crops (interior, context): context as wide as the statistics layers see (r31: 23 px, r41: 55)
+    # leaves the interior's statistics those of the whole image; 64 px would only add to the paused crops
+    sample_crop: tuple[int, int]
+    # r31: 16 crops paused at relu3_1 (11 MiB each at 432 px) took a 4000x3000 job to 958-1024 MiB; probed, 884
+    probe_samples: bool
 
 
 _ENCODER_R31 = ((3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256))
 VARIANTS = {
     "r41": _Variant(_ENCODER_R31 + ((256, 256), (256, 256), (256, 256), "M", (256, 512)),
                     ((512, 256), "U", (256, 256), (256, 256), (256, 256), (256, 128), "U", (128, 128), (128, 64), "U",
-                     (64, 64), (64, 3)), 11, 512, 8, 61),
-    "r31": _Variant(_ENCODER_R31, ((256, 128), "U", (128, 128), (128, 64), "U", (64, 64), (64, 3)), 7, 256, 4, 23),
+                     (64, 64), (64, 3)), 11, 512, 8, 61, (384, 56), False),
+    "r31": _Variant(_ENCODER_R31, ((256, 128), "U", (128, 128), (128, 64), "U", (64, 64), (64, 3)), 7, 256, 4, 23,
+                    (384, 24), True),
 }
 
 
@@ -101,6 +107,7 @@ class LinearTransfer(Stylizer):
         self.norm_channels = (layout.channels, MATRIX_SIZE)
         self.pad_multiple = layout.stride
         self.receptive_radius = layout.receptive_radius
+        self.sample_crop, self.probe_samples = layout.sample_crop, layout.probe_samples
         self.reflect = True  # False only on a zero_padded_copy
 
     def encode(self, image: Tensor) -> Tensor:
