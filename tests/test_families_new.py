@@ -6,12 +6,13 @@ then go through the real path: ``urst weights import`` -> the model -> tiles aga
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import pyvips
 import torch
-
-from dataclasses import replace
 
 from urst_cli.engine import Runner, TilePlan
 from urst_cli.job import Job, compute_stats, conditioning, load_model, make_plan
@@ -366,3 +367,17 @@ def test_sanet_linear_and_msgnet_match_transcriptions_of_their_authors_forward(p
         got = net(x, msgnet_condition(net, [(style[0, :, :128, :128] * 255).round().byte().permute(1, 2, 0)
                                             .numpy()], 1.0)[0], PerInstance(net))
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bench_measures_the_weights_asked_for(tmp_path, weights_dir):
+    """r31 only in the folder: the bench finds it only if --weights reaches the job (r41 is the default)."""
+    only_r31 = tmp_path / "weights"
+    only_r31.mkdir()
+    for path in weights_dir.glob("linear_*_r31.safetensors"):
+        (only_r31 / path.name).write_bytes(path.read_bytes())
+    proc = run_cli("bench", "--sizes", "0.05", "--stroke-scales", "1", "--json", "-m", "linear", "--weights", "r31",
+                   "--weights-dir", only_r31, "--device", "cpu", check=True)
+    assert json.loads(proc.stdout)[0]["tiled"]["seconds"] > 0
+    refused = run_cli("bench", "--sizes", "0.05", "--stroke-scales", "1", "-m", "linear", "--weights-dir", only_r31,
+                      "--device", "cpu")
+    assert refused.returncode != 0 and "r41" in refused.stderr

@@ -64,7 +64,8 @@ def _child(spec: dict) -> dict:
     job = Job(input=Path(spec["input"]), output=OutputSpec(Path(spec["output"])), model=spec["model"],
               styles=[Path(p) for p in spec["styles"]], presets=spec["presets"], stats=spec["stats"],
               patch_size=spec["patch_size"], batch_size=spec["batch_size"], device=spec["device"],
-              weights_dir=Path(spec["weights_dir"]) if spec["weights_dir"] else None, sample=SampleSpec(),
+              weights=spec.get("weights"), weights_dir=Path(spec["weights_dir"]) if spec["weights_dir"] else None,
+              sample=SampleSpec(),
               overwrite=True, stroke_scale=spec.get("stroke_scale", "auto"))
     if spec["mode"] == "copy":  # libvips alone: decode the input and write the same kind of file urst writes
         import pyvips
@@ -229,7 +230,7 @@ def _spawn(spec: dict, memory_limit: int | None = None) -> dict:
                           text=True, preexec_fn=limit)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
-        text = lines[-1] if lines else f"exit {proc.returncode}"
+        text = lines[-1].removeprefix("Error: ") if lines else f"exit {proc.returncode}"
         oom = proc.returncode in (-9, 137) or "memory" in text.lower()
         return {"oom": oom, "error": text}
     return json.loads(proc.stdout.strip().splitlines()[-1])

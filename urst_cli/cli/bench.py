@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import EXIT_INPUT, EXIT_USAGE, UrstError
+from ..errors import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE, UrstError
 from .common import DeviceChoice, StatsChoice, err, fail
 
 __all__ = ["bench"]
@@ -33,6 +33,8 @@ def bench(
     patch_size: Optional[int] = typer.Option(None, "--patch-size", min=64, help="As in stylize."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="As in stylize."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="As in stylize."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="As in stylize (johnson's name, capvst's "
+                                          "photorealistic|artistic, linear's r41|r31)."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Imported weights directory."),
     baseline: bool = typer.Option(False, "--baseline-whole", help="Also run each image whole, without tiling, "
                                   "until it runs out of memory (as in the URST paper's memory figure)."),
@@ -76,7 +78,7 @@ def bench(
     options = {"source_path": str(input or DATA / "sunset_hills.jpg"), "input_format": input_format.value,
                "styles": styles, "presets": preset or ([0] if spec.style == "preset" else []), "model": model,
                "stats": stats.value, "patch_size": patch_size, "batch_size": batch_size, "device": device.value,
-               "weights_dir": str(weights_dir) if weights_dir else None, "memory_limit": int(memory_limit * 2**30)}
+               "weights": weights, "weights_dir": str(weights_dir) if weights_dir else None, "memory_limit": int(memory_limit * 2**30)}
     table = _BenchTable(enabled=not as_json)
     rows = run_sweep(size_list, options, baseline, table.add, copy_baseline, host_baseline,
                      tuple(v.strip() for v in stroke_scales.split(",") if v.strip()))
@@ -85,6 +87,9 @@ def bench(
     if plot is not None:
         _plot(rows, plot)
         err.print(f"chart: {plot}")
+    errors = [m["error"] for row in rows for m in (row["tiled"], row.get("host", {})) if "error" in m]
+    if errors:  # a script must not take a sweep with holes in it for a measurement
+        fail(UrstError(f"{len(errors)} measurement(s) failed, the first: {errors[0]}", EXIT_FAILURE))
 
 
 class _BenchTable:
