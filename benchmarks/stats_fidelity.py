@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import SHARED, resized  # noqa: E402
 
 from urst_cli.engine import Runner, TilePlan, stylize_rows  # noqa: E402
-from urst_cli.job import Job, conditioning  # noqa: E402
+from urst_cli.job import FEATHER, Job, conditioning  # noqa: E402
 from urst_cli.models import get_spec, load_parts, valid_size  # noqa: E402
 from urst_cli.reader import BandReader, read_thumbnail, read_whole  # noqa: E402
 from urst_cli.stats import SampleSpec, sampled_stats, whole_stats  # noqa: E402
@@ -68,8 +68,8 @@ def main() -> None:
     if args.generic_crops:
         net.sample_crop = None
     m = net.pad_multiple
-    overlap = max(64, -(-(net.receptive_radius + 8) // m) * m)  # the radius and half the feather, at least 64
-    plan = TilePlan(patch=1024, overlap=overlap, feather=16, batch=1, multiple=m)
+    overlap = max(64, -(-(net.receptive_radius + FEATHER // 2) // m) * m)  # as a job's default, at least 64
+    plan = TilePlan(patch=1024, overlap=overlap, feather=FEATHER, batch=1, multiple=m)
     pw, ph = valid_size(width, net), valid_size(height, net)
     sampled_scores, thumb_scores = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -65,8 +65,7 @@ def _child(spec: dict) -> dict:
               styles=[Path(p) for p in spec["styles"]], presets=spec["presets"], stats=spec["stats"],
               patch_size=spec["patch_size"], batch_size=spec["batch_size"], device=spec["device"],
               weights=spec.get("weights"), weights_dir=Path(spec["weights_dir"]) if spec["weights_dir"] else None,
-              sample=SampleSpec(),
-              overwrite=True, stroke_scale=spec.get("stroke_scale", "auto"))
+              sample=SampleSpec(), overwrite=True, stroke_scale=spec.get("stroke_scale", "auto"))
     if spec["mode"] == "copy":  # libvips alone: decode the input and write the same kind of file urst writes
         import pyvips
 

@@ -78,7 +78,8 @@ def bench(
     options = {"source_path": str(input or DATA / "sunset_hills.jpg"), "input_format": input_format.value,
                "styles": styles, "presets": preset or ([0] if spec.style == "preset" else []), "model": model,
                "stats": stats.value, "patch_size": patch_size, "batch_size": batch_size, "device": device.value,
-               "weights": weights, "weights_dir": str(weights_dir) if weights_dir else None, "memory_limit": int(memory_limit * 2**30)}
+               "weights": weights, "weights_dir": str(weights_dir) if weights_dir else None,
+               "memory_limit": int(memory_limit * 2**30)}
     table = _BenchTable(enabled=not as_json)
     rows = run_sweep(size_list, options, baseline, table.add, copy_baseline, host_baseline,
                      tuple(v.strip() for v in stroke_scales.split(",") if v.strip()))
