@@ -98,6 +98,7 @@ class CapVST(WhiteningColouring, Stylizer):
     default_context = 64
     float32_only = True  # the inverse subtracts F(x2) from y1: bf16 rounding of every sum would stay in the image
     cpu_whole_pixels = 500_000  # a whole 1 MP pass (encoder to the latent) peaked at 1.00 GiB
+    max_cpu_patch = 512  # 576 px windows (8 x the overlap) peaked at 1029 MiB on a 4000x3000 photo
 
     def __init__(self, variant: str = "photorealistic"):
         super().__init__()
