@@ -85,6 +85,13 @@ def test_restore_gives_back_the_coarser_levels_band(tmp_path):
     np.testing.assert_array_equal(_restored(x, coarse, tmp_path, coarsest), x)
     moved = _restored(x, (coarse + 20).astype(np.uint8), tmp_path)
     assert np.abs(moved[..., :3] - x[..., :3] - 20).max() <= 1 and (moved[..., 3] == x[..., 3]).all()
+    # the coarser level's band comes back in luminance only: a change of colour at equal luminance does not...
+    hue = np.array([22, -8, -16])  # BT.601 luminance +0.06
+    moved = _restored(x, (coarse + hue).astype(np.uint8), tmp_path)
+    assert np.abs(moved - x).max() <= 1
+    # ...but the coarsest level's band brings its colour too
+    moved = _restored(x, coarse, tmp_path, (coarsest + hue).astype(np.uint8))
+    assert np.abs(moved[..., :3] - x[..., :3] - hue).max() <= 1
     # the coarsest level's band alone: a constant moves as a constant...
     moved = _restored(x, coarse, tmp_path, (coarsest - 25).astype(np.uint8))
     assert np.abs(moved[..., :3] - x[..., :3] + 25).max() <= 1

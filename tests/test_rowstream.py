@@ -10,6 +10,7 @@ from urst_cli import rowstream
 
 BILINEAR = pyvips.Image.new_from_array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], scale=16)
 BINOMIAL = pyvips.Image.new_from_array([[1, 4, 6, 4, 1]], scale=16)
+BINOMIAL3 = pyvips.Image.new_from_array([[1, 2, 1]], scale=4)
 
 
 def _blocks(array: np.ndarray, seed: int):
@@ -51,6 +52,8 @@ def test_blur_and_double_are_libvips_filters_with_copied_edges():
     image = pyvips.Image.new_from_array(x)
     expected = image.convsep(BINOMIAL, precision="float").numpy()
     np.testing.assert_allclose(_whole(rowstream.blur(_stream(x))), expected, atol=1e-3)
+    expected = image.convsep(BINOMIAL3, precision="float").numpy()
+    np.testing.assert_allclose(_whole(rowstream.blur(_stream(x), taps=3)), expected, atol=1e-3)
     for width, height in ((86, 58), (85, 57)):  # bilinear doubling, pixel centres aligned, cropped
         expected = image.zoom(2, 2).conv(BILINEAR, precision="float").crop(0, 0, width, height).numpy()
         np.testing.assert_allclose(_whole(rowstream.double(_stream(x), width, height)), expected, atol=1e-3)

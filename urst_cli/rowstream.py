@@ -13,6 +13,7 @@ libvips' "copy" extension does, so the operations below need no edge cases of th
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator
 
 import numpy as np
@@ -132,17 +133,20 @@ def halve(image: Rows) -> Rows:
     return Rows(-(-image.width // 2), -(-image.height // 2), make)
 
 
-def blur(image: Rows) -> Rows:
-    """The 5-tap binomial filter (a Gaussian of sigma 1 px) across rows and columns, in float32."""
+def blur(image: Rows, taps: int = 5) -> Rows:
+    """A binomial filter across rows and columns, in float32: 5 taps (1 4 6 4 1, a Gaussian of sigma 1 px)
+    or 3 (1 2 1, sigma 0.7 px)."""
     rows = image.reader()
+    radius = taps // 2
+    weights = [np.float32(math.comb(taps - 1, i) / 2 ** (taps - 1)) for i in range(taps)]
 
-    def taps(x: np.ndarray, axis: int) -> np.ndarray:
-        part = [_along(x, axis, i, x.shape[axis] - 4 + i) for i in range(5)]
-        return (part[0] + part[4] + 4 * (part[1] + part[3]) + 6 * part[2]) * np.float32(1 / 16)
+    def filtered(x: np.ndarray, axis: int) -> np.ndarray:
+        n = x.shape[axis] - 2 * radius
+        return sum(w * _along(x, axis, i, n + i) for i, w in enumerate(weights))
 
     def make(top: int, bottom: int) -> np.ndarray:
-        vertical = taps(rows(top - 2, bottom + 2).astype(np.float32), 0)
-        return taps(_pad_columns(vertical, 2, 2), 1)
+        vertical = filtered(rows(top - radius, bottom + radius).astype(np.float32), 0)
+        return filtered(_pad_columns(vertical, radius, radius), 1)
 
     return Rows(image.width, image.height, make)
 
