@@ -31,14 +31,18 @@ def test_null_model_reproduces_the_input_at_any_tiling(tmp_path, small_photo, si
 @pytest.mark.parametrize("strokes,levels", [("auto", 2), ("4", 3)])
 def test_null_model_reproduces_the_input_through_multiscale_levels(tmp_path, small_photo, strokes, levels):
     # each level's content and restore take the coarser level's output, here the coarser photo itself, so the
-    # multi-scale pipeline adds only what its photo pyramid's JPEG (q95) loses: measured mean 0.012-0.017, max
-    # 2-3 levels at 3-4 levels (exact but for a few 1-level roundings at 2)
+    # multi-scale pipeline adds only what its photo pyramid's JPEG (q95) loses, which the coarsest band's 3-tap
+    # blur lets through at the coarsest scale: measured mean 0.06-0.084, max 3-4 levels, no bias (mean signed
+    # change under 0.01; 0.012-0.017 with a 5-tap blur) at 3-4 levels; exact but for a few 1-level roundings at 2.
+    # A rounding bias shows well above the bound (half-up 8-bit halving kept in the difference: 0.48 at 3 levels)
     src = resized(small_photo, tmp_path / "in.png", 1700, 300)
     result = run(Job(input=src, output=OutputSpec(tmp_path / "out.tif"), model="null", patch_size=256, overlap=8,
                      stroke_scale=strokes))
     assert len(result.levels) == levels
-    moved = np.abs(_pixels(tmp_path / "out.tif").astype(int) - _pixels(src))
-    assert moved.mean() <= 0.05 and moved.max() <= 4, (moved.mean(), moved.max())
+    change = _pixels(tmp_path / "out.tif").astype(int) - _pixels(src)
+    moved = np.abs(change)
+    assert moved.mean() <= 0.1 and moved.max() <= 4 and abs(change.mean()) <= 0.02, (moved.mean(), moved.max(),
+                                                                                      change.mean())
 
 def test_null_model_carries_alpha_and_reads_tiled_input_through_the_cli(tmp_path, small_photo):
     rgb = pyvips.Image.new_from_file(str(small_photo))
