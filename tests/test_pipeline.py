@@ -32,9 +32,9 @@ def test_null_model_reproduces_the_input_at_any_tiling(tmp_path, small_photo, si
 def test_null_model_reproduces_the_input_through_multiscale_levels(tmp_path, small_photo, strokes, levels):
     # each level's content and restore take the coarser level's output, here the coarser photo itself, so the
     # multi-scale pipeline adds only what its photo pyramid's JPEG (q95) loses, which the coarsest band's 3-tap
-    # blur lets through at the coarsest scale: measured mean 0.06-0.084, max 3-4 levels, no bias (mean signed
-    # change under 0.01; 0.012-0.017 with a 5-tap blur) at 3-4 levels; exact but for a few 1-level roundings at 2.
-    # A rounding bias shows well above the bound (half-up 8-bit halving kept in the difference: 0.48 at 3 levels)
+    # blur lets through at the coarsest scale. Measured at 3-4 levels: mean 0.06-0.084 (0.012-0.017 with a 5-tap
+    # blur), max 3-4 levels, signed mean under 0.01 (no bias); at 2, exact but for a few 1-level roundings.
+    # A rounding bias shows well above the bounds (half-up 8-bit halving kept in the difference: 0.48 at 3 levels)
     src = resized(small_photo, tmp_path / "in.png", 1700, 300)
     result = run(Job(input=src, output=OutputSpec(tmp_path / "out.tif"), model="null", patch_size=256, overlap=8,
                      stroke_scale=strokes))
